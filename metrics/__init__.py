@@ -1,0 +1,1 @@
+"""Image-quality metrics (FID, KID, precision/recall, IS, SWD) and their registry."""

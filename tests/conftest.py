@@ -1,0 +1,24 @@
+"""Shared test helpers: the official fixtures folder and small utilities."""
+
+import os
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = pathlib.Path(os.environ.get('EG3D_FIXTURES', ROOT.parent / 'shared' / 'fixtures'))
+
+
+@pytest.fixture(scope='session')
+def fixtures_dir() -> pathlib.Path:
+    """../shared/fixtures (or $EG3D_FIXTURES); tests that need it skip with a message when absent."""
+    if not (FIXTURES / 'official-small-s1.npz').is_file():
+        pytest.skip(f'needs the official fixtures in {FIXTURES} (set EG3D_FIXTURES)')
+    return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield

@@ -1,0 +1,1 @@
+"""Model-free PyTorch utilities: custom ops, statistics across ranks, module helpers."""

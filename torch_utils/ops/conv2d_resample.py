@@ -1,0 +1,89 @@
+"""2-D convolution with optional FIR upsampling or downsampling, as StyleGAN2's layers use it.
+
+Defined as: upfirdn2d(x, f, up, padding', gain=up^2) -> conv2d(w) -> upfirdn2d(f, down), where
+padding' is `padding` widened so that the filter keeps the image aligned. The paths below compute the
+same thing with less work (the transposed convolution never multiplies the inserted zeros).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .upfirdn2d import _get_filter_size, _parse_padding, upfirdn2d
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding=0, groups: int = 1,
+          flip_weight: bool = True) -> torch.Tensor:
+    """conv2d; flip_weight=True is torch's correlation, False a true convolution."""
+    if not flip_weight:
+        w = w.flip([2, 3])
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
+                    padding=0, groups: int = 1, flip_weight: bool = True, flip_filter: bool = False) -> torch.Tensor:
+    """Convolve x [N, C_in, H, W] with w [C_out, C_in/groups, kh, kw], resampling by `up` or `down`.
+
+    f: the FIR filter (from upfirdn2d.setup_filter), required when up or down > 1. padding: int,
+    [px, py] or [x0, x1, y0, y1], in the upsampled image's pixels. flip_weight=True correlates
+    (torch's conv2d); StyleGAN2 passes flip_weight = (up == 1).
+    """
+    if x.ndim != 4 or w.ndim != 4 or x.dtype != w.dtype:
+        raise ValueError(f'conv2d_resample: expected 4-D x and w of one dtype, got x {list(x.shape)} {x.dtype}, '
+                         f'w {list(w.shape)} {w.dtype}')
+    if (up > 1 or down > 1) and f is None:
+        raise ValueError('conv2d_resample: a filter f is required when up or down > 1')
+    if not (isinstance(up, int) and isinstance(down, int) and up >= 1 and down >= 1):
+        raise ValueError(f'conv2d_resample: up and down must be ints >= 1, got {up}, {down}')
+    out_ch, in_ch_per_group, kh, kw = w.shape
+    fw, fh = _get_filter_size(f)
+    px0, px1, py0, py1 = _parse_padding(padding)
+
+    # Widen the padding so that the FIR filter is centred (as upsample2d / downsample2d do).
+    if up > 1:
+        px0, px1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2
+        py0, py1 = py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
+    if down > 1:
+        px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
+        py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
+
+    # 1x1 kernels commute with spatial filtering: resample on the side with fewer pixels.
+    if kw == 1 and kh == 1 and down > 1 and up == 1:
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:
+        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
+
+    # Downsampling only: filter, then a strided convolution.
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+
+    # Upsampling: a transposed convolution with stride `up` equals a convolution over the zero-inserted
+    # image, without multiplying the zeros. Its output starts kw - 1 pixels before the padded
+    # correlation's and ends kw - up pixels after it, hence the padding shifts below.
+    if up > 1:
+        if groups == 1:
+            wt = w.transpose(0, 1)
+        else:
+            wt = w.reshape(groups, out_ch // groups, in_ch_per_group, kh, kw).transpose(1, 2)
+            wt = wt.reshape(groups * in_ch_per_group, out_ch // groups, kh, kw)
+        if flip_weight:  # conv_transpose2d convolves; correlation needs the flipped kernel.
+            wt = wt.flip([2, 3])
+        px0, px1 = px0 - (kw - 1), px1 - (kw - up)
+        py0, py1 = py0 - (kh - 1), py1 - (kh - up)
+        cx = max(min(-px0, -px1), 0)  # Crop shared by both sides: done inside conv_transpose2d.
+        cy = max(min(-py0, -py1), 0)
+        x = F.conv_transpose2d(x, wt, stride=up, padding=[cy, cx], groups=groups)
+        x = upfirdn2d(x, f, padding=[px0 + cx, px1 + cx, py0 + cy, py1 + cy], gain=up ** 2, flip_filter=flip_filter)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+        return x
+
+    # No resampling.
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+    x = upfirdn2d(x, None, padding=[px0, px1, py0, py1])
+    return _conv(x, w, groups=groups, flip_weight=flip_weight)

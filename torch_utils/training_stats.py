@@ -1,0 +1,154 @@
+"""Scalar statistics reported anywhere during training and collected, across ranks, once per tick.
+
+    training_stats.report('Loss/G/loss', loss)        # any tensor or number; every element counts
+    collector = training_stats.Collector(regex='.*')
+    collector.update()                                  # gathers what was reported since the last update
+    collector.mean('Loss/G/loss'), collector.std('Loss/G/loss'), collector.num('Loss/G/loss')
+
+Works without a process group (single process), with gloo on the CPU and with NCCL on CUDA. Every
+rank must call Collector.update() the same number of times; the set of names may differ per rank.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+import dnnlib
+
+_counter_dtype = torch.float64  # [count, sum, sum of squares]
+_sync_device: torch.device | None = None
+_counters: dict[str, dict[torch.device, torch.Tensor]] = defaultdict(dict)  # name -> device -> [3]
+_cumulative: dict[str, torch.Tensor] = {}  # name -> [3] on the CPU, totals since the start
+
+
+def init_multiprocessing(rank: int | None = None, sync_device: torch.device | str | None = None) -> None:
+    """Name the device whose tensors are all-reduced (a CUDA device for NCCL; None means the CPU)."""
+    global _sync_device
+    _sync_device = torch.device(sync_device) if sync_device is not None else None
+
+
+def report(name: str, value) -> object:
+    """Record every element of `value` under `name`; returns `value` unchanged."""
+    elems = torch.as_tensor(value).detach().flatten().to(_counter_dtype)
+    if elems.numel() == 0:
+        return value
+    moments = torch.stack([torch.ones_like(elems).sum(), elems.sum(), elems.square().sum()])
+    device = moments.device
+    counters = _counters[name]
+    if device in counters:
+        counters[device].add_(moments)
+    else:
+        counters[device] = moments
+    return value
+
+
+def report0(name: str, value) -> object:
+    """As report(), but only rank 0 records (for values that are identical on every rank)."""
+    if _rank() == 0:
+        report(name, value)
+    return value
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _distributed() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _reduce_device() -> torch.device:
+    if _sync_device is not None:
+        return _sync_device
+    if _distributed() and torch.distributed.get_backend() == 'nccl':
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def _sync(names: list[str]) -> dict[str, torch.Tensor]:
+    """Take the moments accumulated since the last call, summed over devices and ranks."""
+    if _distributed():
+        gathered: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, sorted(_counters.keys()))
+        names = sorted(set().union(*gathered))
+    device = _reduce_device()
+    deltas = torch.zeros([len(names), 3], dtype=_counter_dtype, device=device)
+    for idx, name in enumerate(names):
+        for moments in _counters.pop(name, {}).values():
+            deltas[idx] += moments.to(device)
+    if _distributed():
+        torch.distributed.all_reduce(deltas)
+    deltas = deltas.cpu()
+    result = {}
+    for idx, name in enumerate(names):
+        total = _cumulative.get(name)
+        _cumulative[name] = deltas[idx] if total is None else total + deltas[idx]
+        result[name] = deltas[idx]
+    return result
+
+
+class Collector:
+    """Means and standard deviations of the statistics whose names match `regex`.
+
+    keep_previous: a name that received nothing in the last interval keeps its previous values.
+    """
+
+    def __init__(self, regex: str = '.*', keep_previous: bool = True):
+        self._regex = re.compile(regex)
+        self._keep_previous = keep_previous
+        self._moments: dict[str, torch.Tensor] = {}
+
+    def names(self) -> list[str]:
+        return [name for name in sorted(set(_counters) | set(_cumulative)) if self._regex.fullmatch(name)]
+
+    def update(self) -> None:
+        """Collect what was reported since the previous update (all ranks must call this together)."""
+        deltas = _sync(self.names())
+        if not self._keep_previous:
+            self._moments.clear()
+        for name, delta in deltas.items():
+            if not self._regex.fullmatch(name):
+                continue
+            if delta[0] > 0 or name not in self._moments:
+                self._moments[name] = delta
+
+    def num(self, name: str) -> int:
+        moments = self._moments.get(name)
+        return 0 if moments is None else int(moments[0])
+
+    def mean(self, name: str) -> float:
+        moments = self._moments.get(name)
+        if moments is None or moments[0] == 0:
+            return float('nan')
+        return float(moments[1] / moments[0])
+
+    def std(self, name: str) -> float:
+        """Population standard deviation (numpy's default, ddof=0)."""
+        moments = self._moments.get(name)
+        if moments is None or moments[0] == 0:
+            return float('nan')
+        if moments[0] == 1:
+            return 0.0
+        mean = float(moments[1] / moments[0])
+        raw_var = float(moments[2] / moments[0])
+        return float(np.sqrt(max(raw_var - mean * mean, 0.0)))
+
+    def as_dict(self) -> dnnlib.EasyDict:
+        """{name: {num, mean, std}} for every collected name (what stats.jsonl stores)."""
+        return dnnlib.EasyDict({name: dnnlib.EasyDict(num=self.num(name), mean=self.mean(name), std=self.std(name))
+                                for name in sorted(self._moments)})
+
+    def __getitem__(self, name: str) -> float:
+        return self.mean(name)
+
+
+def reset() -> None:
+    """Forget everything reported so far (tests and fresh runs in one process)."""
+    _counters.clear()
+    _cumulative.clear()

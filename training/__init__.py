@@ -1,0 +1,1 @@
+"""Networks, losses, data and the training loop."""

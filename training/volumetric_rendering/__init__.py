@@ -1,0 +1,1 @@
+"""Ray sampling, tri-plane sampling, importance sampling and compositing (EG3D Sec. 4)."""
