@@ -33,7 +33,10 @@ def init_multiprocessing(rank: int | None = None, sync_device: torch.device | st
 
 def report(name: str, value) -> object:
     """Record every element of `value` under `name`; returns `value` unchanged."""
-    elems = torch.as_tensor(value).detach().flatten().to(_counter_dtype)
+    if isinstance(value, torch.Tensor):
+        elems = value.detach().flatten().to(_counter_dtype)
+    else:
+        elems = torch.as_tensor(value, dtype=_counter_dtype).flatten()
     if elems.numel() == 0:
         return value
     moments = torch.stack([torch.ones_like(elems).sum(), elems.sum(), elems.square().sum()])
