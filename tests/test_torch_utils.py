@@ -114,3 +114,19 @@ def test_persistent_class_records_kwargs():
     assert net.init_kwargs == {'width': 8, 'depth': 3, 'note': 'x'}
     rebuilt = Net(**net.init_kwargs)
     assert len(rebuilt.layers) == 3 and persistence.is_persistent(rebuilt)
+
+
+def test_two_collectors_watch_the_same_names():
+    training_stats.reset()
+    ada = training_stats.Collector(regex='Loss/signs/real')
+    ticks = training_stats.Collector(regex='Loss/.*')
+    training_stats.report('Loss/signs/real', [1.0, -1.0, 1.0])
+    ada.update()
+    assert ada.num('Loss/signs/real') == 3
+    training_stats.report('Loss/signs/real', [1.0])
+    training_stats.report('Loss/G/loss', 2.0)
+    ada.update()
+    ticks.update()
+    assert ada.num('Loss/signs/real') == 1 and ada.mean('Loss/signs/real') == 1.0
+    assert ticks.num('Loss/signs/real') == 4 and abs(ticks.mean('Loss/signs/real') - 0.5) < 1e-12
+    assert ticks.names() == ['Loss/G/loss', 'Loss/signs/real']
