@@ -185,7 +185,7 @@ def _upstream_value(value: Any, class_map: Mapping[str, str], where: str) -> Any
     try:
         return snapshot.to_plain(value, where)
     except TypeError as err:
-        raise SnapshotError(f'{err} (expected a network or plain data)') from None
+        raise SnapshotError(f'{err}; expected a network or plain data') from None
 
 # ----------------------------------------------------------------------------
 # Both formats -> records -> modules.

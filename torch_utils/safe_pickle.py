@@ -97,6 +97,15 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
     return torch.nn.Parameter(data, requires_grad)
 
 
+def describe_weights_only_error(err: Exception) -> str:
+    """The global that torch.load(weights_only=True) refused, from its error message."""
+    found = re.search(r'GLOBAL ([\w.]+)', str(err))
+    if found:
+        return f'refused global "{found.group(1)}" (torch.load with weights_only=True allows only tensors and plain data)'
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def load_storage_from_bytes(data: bytes):
     """Replacement for torch.storage._load_from_bytes, which calls torch.load with weights_only=False."""
     if not isinstance(data, (bytes, bytearray)):
@@ -104,10 +113,8 @@ def load_storage_from_bytes(data: bytes):
     try:
         storage = torch.load(io.BytesIO(data), weights_only=True, map_location='cpu')
     except pickle.UnpicklingError as err:
-        # torch's message names the refused global ("Unsupported global: GLOBAL posix.system ...").
-        detail = ' '.join(line.strip() for line in str(err).splitlines() if 'GLOBAL' in line or 'global' in line)
         raise UnsafePickleError(f'torch.storage._load_from_bytes: refused the embedded tensor data: '
-                                f'{detail or str(err).splitlines()[0]}') from None
+                                f'{describe_weights_only_error(err)}') from None
     except Exception as err:
         raise pickle.UnpicklingError(f'torch.storage._load_from_bytes: corrupt tensor data ({err})') from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):

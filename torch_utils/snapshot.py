@@ -17,7 +17,6 @@ code, and copies the tensors by name. This module knows no model.
 from __future__ import annotations
 
 import copy
-import io
 import os
 import pickle
 import zipfile
@@ -28,7 +27,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, persistence
-from torch_utils.safe_pickle import UnsafePickleError
+from torch_utils.safe_pickle import UnsafePickleError, describe_weights_only_error
 
 FORMAT = 'eg3d-next/network-snapshot'
 VERSION = 1
@@ -192,8 +191,7 @@ def load(f: str | os.PathLike | BinaryIO, source: str | None = None) -> dict:
         data = torch.load(f, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only refused a global: the file tries to run code, or is not ours.
-        detail = ' '.join(line.strip() for line in str(err).splitlines() if 'GLOBAL' in line)
-        raise UnsafePickleError(f'{source}: refused to load: {detail or str(err).splitlines()[0]}') from None
+        raise UnsafePickleError(f'{source}: {describe_weights_only_error(err)}') from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise SnapshotError(f'{source}: truncated or corrupt snapshot (the zip archive cannot be read: '
                             f'{str(err).splitlines()[0] if str(err) else type(err).__name__})') from None
