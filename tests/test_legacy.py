@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib
 import legacy
 from torch_utils import persistence, snapshot
 from torch_utils.safe_pickle import UnsafePickleError
@@ -281,11 +282,19 @@ def test_tensor_hooks_and_bad_versions_are_refused(tmp_path):
     with pytest.raises(SnapshotError, match=r'bad\.pkl: G: Tensor is not plain data'):
         legacy.read_network_records(str(path))  # The tensor itself loads; it just is not a network.
     assert torch.equal(legacy.read_upstream_pickle(io.BytesIO(ok))['G'], torch.tensor([1.5, -2.0]))
+    # BUILD (set state) on an allowed class itself would patch it for the whole process.
+    patch_class = _snapshot_dict(_glob('dnnlib.util', 'EasyDict') + _data((None, {'__getattr__': 1})) + b'b')
+    record = {'type': 'class', 'version': 6, 'class_name': 'Generator', 'state': {}}
+    patch_record = _snapshot_dict(_call('torch_utils.persistence', '_reconstruct_persistent_obj', record)
+                                  + _data({'class_name': 'Evil'}) + b'b')
     for payload, message in [(tensor_hooks, 'backward hooks'), (param_hooks, 'backward hooks'),
-                             (bad_version, 'version 5 is not supported')]:
+                             (bad_version, 'version 5 is not supported'),
+                             (patch_class, 'refused to set the state of a type'),
+                             (patch_record, 'refused to set the state of a PersistentRecord')]:
         path.write_bytes(payload)
         with pytest.raises(UnsafePickleError, match=rf'bad\.pkl: .*{message}'):
             legacy.read_network_records(str(path))
+    assert callable(dnnlib.EasyDict.__getattr__) and dnnlib.EasyDict(a=2).a == 2
 
 
 def test_truncated_official_pickle(official, tmp_path):

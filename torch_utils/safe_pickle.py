@@ -158,11 +158,12 @@ SAFE_GLOBALS: dict[str, Any] = {
 # ----------------------------------------------------------------------------
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """pickle.Unpickler whose globals come only from `SAFE_GLOBALS`, `extra_globals` and `stand_ins`.
+class RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler whose globals come only from `SAFE_GLOBALS`, `extra_globals` and `stand_ins`.
 
-    extra_globals: {dotted name: replacement object} added to SAFE_GLOBALS by the caller.
-    stand_ins:     dotted class names to turn into inert StandIn objects (state kept as data).
+    Built on pickle's pure-Python unpickler so that the BUILD opcode (set an object's state) can be
+    limited to stand-ins and numpy dtypes: otherwise a pickle could set attributes on an allowed
+    class or function itself (e.g. replace a method of dnnlib.EasyDict for the whole process).
     """
 
     def __init__(self,
@@ -184,6 +185,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError('refused a persistent id: not used by the pickles this loader reads')
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if not isinstance(inst, (StandIn, NumpyDType)):
+            raise UnsafePickleError(f'refused to set the state of a {type(inst).__name__} '
+                                    f'(only stand-ins and numpy dtypes take pickled state)')
+        inst.__setstate__(state)
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def restricted_load(file: BinaryIO, extra_globals: Mapping[str, Any] = {}, stand_ins: Iterable[str] = ()) -> Any:
