@@ -24,6 +24,7 @@ import copy
 import io
 import os
 import pickle
+import struct
 import sys
 from typing import Any, BinaryIO, Iterable, Mapping
 
@@ -117,8 +118,8 @@ def read_upstream_pickle(f: BinaryIO, source: str = '<stream>') -> dict:
             stand_ins=UPSTREAM_STAND_INS)
     except UnsafePickleError as err:
         raise UnsafePickleError(f'{source}: {err}') from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError,
-            MemoryError, OverflowError, UnicodeDecodeError, pickle.UnpicklingError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            RuntimeError, RecursionError, MemoryError, OverflowError, struct.error) as err:
         raise SnapshotError(f'{source}: truncated or corrupt pickle ({type(err).__name__}: {err})') from None
     if not isinstance(data, dict):
         raise SnapshotError(f'{source}: not a network snapshot (the pickle holds a {type(data).__name__}, '

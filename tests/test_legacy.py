@@ -108,7 +108,7 @@ def test_official_tensors_and_kwargs(official, key, prefix):
     for name, tensor in record['state'].items():
         assert list(tensor.shape) == config[prefix][name], name
         assert np.array_equal(tensor.numpy(), npz[expected[name]]), name
-    assert sum(t.numel() for t in record['state'].values()) >= config[f'{prefix}_params']
+    assert sum(t.numel() for t in record['state'].values()) == config[f'{prefix}_params']  # Parameters + buffers.
     assert record['init_kwargs'] == official['meta'][f'{prefix}_init_kwargs']
     expected_class = {'G': 'training.triplane.TriPlaneGenerator', 'D': 'training.dual_discriminator.DualDiscriminator'}
     assert record['class_name'] == expected_class[prefix]

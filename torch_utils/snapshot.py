@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import zipfile
 from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
@@ -199,9 +198,10 @@ def load(f: str | os.PathLike | BinaryIO, source: str | None = None) -> dict:
     except pickle.UnpicklingError as err:
         # weights_only refused a global: the file tries to run code, or is not ours.
         raise UnsafePickleError(f'{source}: {describe_weights_only_error(err)}') from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise SnapshotError(f'{source}: truncated or corrupt snapshot (the zip archive cannot be read: '
-                            f'{str(err).splitlines()[0] if str(err) else type(err).__name__})') from None
+    except Exception as err:  # torch.load reports damaged archives with many exception types.
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SnapshotError(f'{source}: truncated or corrupt snapshot (cannot be read as a torch.save zip: '
+                            f'{detail})') from None
     if not isinstance(data, dict) or data.get('format') != FORMAT:
         raise SnapshotError(f'{source}: a torch.save file, but not a network snapshot (no "format": "{FORMAT}")')
     if data.get('version') != VERSION:
