@@ -181,6 +181,7 @@ def upstream_record(obj: Any, class_map: Mapping[str, str], where: str = 'module
 
 
 def _upstream_value(value: Any, class_map: Mapping[str, str], where: str) -> Any:
+    """A top-level value of an upstream pickle: a network becomes a record, anything else plain data."""
     if isinstance(value, PersistentRecord):
         return upstream_record(value, class_map, where)
     try:
@@ -193,6 +194,7 @@ def _upstream_value(value: Any, class_map: Mapping[str, str], where: str) -> Any
 
 
 def _open(f: str | os.PathLike | BinaryIO):
+    """Open a path for reading (the caller closes it); None when `f` is already a stream."""
     if isinstance(f, (str, os.PathLike)):
         if not os.path.isfile(f):
             raise FileNotFoundError(f'{os.fspath(f)}: no such file')

@@ -96,6 +96,7 @@ def module_record(module: torch.nn.Module, where: str = 'module') -> dict:
 
 
 def _is_plain_attr(value: Any) -> bool:
+    """True if to_plain accepts `value` (EasyDicts and numpy scalars included)."""
     try:
         to_plain(value)
         return True
@@ -104,6 +105,7 @@ def _is_plain_attr(value: Any) -> bool:
 
 
 def is_module_record(value: Any) -> bool:
+    """True for a dict marked as a module record (its fields are checked by check_record)."""
     return isinstance(value, dict) and value.get('type') == 'module'
 
 
@@ -181,12 +183,14 @@ def save(path: str, snapshot: Mapping[str, Any]) -> None:
 
 
 def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
 def is_zip(head: bytes) -> bool:
+    """True if a file's first bytes are a zip local-file header, as torch.save writes."""
     return head[:4] == b'PK\x03\x04'
 
 
