@@ -94,7 +94,9 @@ def test_round_trip(tmp_path, nets):
 def test_file_is_plain_data_loaded_with_weights_only(tmp_path, nets, monkeypatch):
     path = _save(tmp_path, nets)
     assert path.read_bytes()[:4] == b'PK\x03\x04'
-    assert path.stat().st_mode & 0o777 == 0o666 & ~snapshot._umask()  # Not the temporary file's 0600.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # Not the temporary file's 0600.
     raw = torch.load(path, weights_only=True)  # Loads with no allow-listed globals at all.
     assert raw['format'] == snapshot.FORMAT and raw['version'] == 1
     assert raw['G']['class_name'] == ALLOW[0] and set(raw['G']['state']) >= {'fc.weight', 'w_avg', 'scratch'}

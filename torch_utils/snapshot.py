@@ -179,14 +179,6 @@ def save(path: str, snapshot: Mapping[str, Any]) -> None:
         data[key] = value
     with dnnlib.util.atomic_write_path(path) as tmp:
         torch.save(data, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # The temporary file is private (0600); the result should not be.
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def is_zip(head: bytes) -> bool:

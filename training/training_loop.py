@@ -335,7 +335,7 @@ def training_loop(
                 snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
                 if rank == 0:
                     import legacy
-                    legacy.save_network_snapshot(snapshot_pkl, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
+                    legacy.save_network_pkl(snapshot_pkl, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
                                                  training_set_kwargs=dict(training_set_kwargs))
 
         # Metrics.
