@@ -675,6 +675,8 @@ class MinibatchStdLayer(torch.nn.Module):
         N, C, H, W = x.shape
         with misc.suppress_tracer_warnings():
             G = torch.min(torch.as_tensor(self.group_size), torch.as_tensor(N)) if self.group_size is not None else N
+            if N % int(G) != 0:
+                raise ValueError(f'MinibatchStdLayer: the batch size {N} is not a multiple of the group size {int(G)}')
         F = self.num_channels
         c = C // F
 
