@@ -37,8 +37,8 @@ def build(opts: dict, resolution: int, c_dim: int = 25) -> tuple[Generator, Disc
     return G, D
 
 
-def timed(fn, warmup: int, iters: int) -> float:
-    """Median wall time of fn() in milliseconds."""
+def timed(fn, warmup: int, iters: int) -> tuple[float, float]:
+    """Median and minimum wall time of fn() in milliseconds (the minimum is the least disturbed by other load)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -46,7 +46,7 @@ def timed(fn, warmup: int, iters: int) -> float:
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def main() -> None:
@@ -89,14 +89,15 @@ def main() -> None:
 
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     print(f'preset {args.preset}, batch {batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'median of {args.iters} after {args.warmup} warm-up')
+          f'{args.iters} runs after {args.warmup} warm-up')
     print(f'G backbone: {G.img_resolution}x{G.img_resolution}x{G.img_channels}, {count(G) / 1e6:.2f} M params; '
           f'D: {args.resolution}x{args.resolution}x6, {count(D) / 1e6:.2f} M params')
     rows = [('G forward (train mode)', g_fwd), ('G forward+backward', g_fwd_bwd),
             ('D forward', d_fwd), ('D forward+backward', d_fwd_bwd)]
     for name, fn in rows:
-        ms = timed(fn, args.warmup, args.iters)
-        print(f'{name:<24} {ms:9.1f} ms/batch  {ms / batch:8.1f} ms/img  {batch / ms * 1e3:8.1f} img/s')
+        ms, best = timed(fn, args.warmup, args.iters)
+        print(f'{name:<24} median {ms:8.1f} ms/batch ({batch / ms * 1e3:6.1f} img/s)   '
+              f'min {best:8.1f} ms/batch ({batch / best * 1e3:6.1f} img/s)')
 
 
 if __name__ == '__main__':

@@ -193,6 +193,11 @@ def test_synthesis_layer_noise_order_and_modes():
     torch.testing.assert_close(layer(x, w, noise_mode='const', fused_modconv=False), const, rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match='noise_mode'):
         layer(x, w, noise_mode='bogus')
+    # conv_clamp applies after the gain, scaled by it: clamp(act(.) * sqrt(2) * g, -c g, c g).
+    layer.conv_clamp = 0.4
+    clamped = layer(x, w, noise_mode='none', gain=0.5)
+    torch.testing.assert_close(clamped, (none * 0.5).clamp(-0.2, 0.2), rtol=0, atol=1e-12)
+    assert (clamped.abs() == 0.2).any() and (clamped.abs() < 0.2).any()
 
 
 def test_torgb_layer_closed_form():
@@ -291,7 +296,8 @@ def test_mapping_truncation_and_w_avg():
 def test_mapping_matches_official(fixtures_dir):
     data = np.load(fixtures_dir / 'official-small-s1.npz')
     G = _backbone_from_options(_small_options(fixtures_dir))
-    weights = {k[len('G/backbone.mapping.'):]: torch.from_numpy(data[k]) for k in data.files if k.startswith('G/backbone.mapping.')}
+    prefix = 'G/backbone.mapping.'
+    weights = {k[len(prefix):]: torch.from_numpy(data[k]) for k in data.files if k.startswith(prefix)}
     misc.copy_params_and_buffers(weights, G.mapping, require_all=True)
     z, c = torch.from_numpy(data['in/z']), torch.from_numpy(data['in/c_cond'])  # c_scale 1, GPC on.
     torch.testing.assert_close(G.mapping(z, c), torch.from_numpy(data['out/ws']), rtol=0, atol=1e-5)

@@ -311,7 +311,8 @@ class SynthesisLayer(torch.nn.Module):
 
         noise = None
         if self.use_noise and noise_mode == 'random':
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+            noise = noise * self.noise_strength
         if self.use_noise and noise_mode == 'const':
             noise = self.noise_const * self.noise_strength
 
@@ -420,7 +421,8 @@ class SynthesisBlock(torch.nn.Module):
         """x: [N, C_in, res/2, res/2] or None (first block); img: [N, img_channels, res/2, res/2] or
         None; ws: [N, num_conv + num_torgb, w_dim]. Returns (x, img) at this resolution; img is float32."""
         _ = update_emas  # Accepted for a uniform interface; nothing here tracks averages.
-        misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim], f'SynthesisBlock b{self.resolution}: ws')
+        misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim],
+                          f'SynthesisBlock b{self.resolution}: ws')
         w_iter = iter(ws.unbind(dim=1))
         if ws.device.type != 'cuda':
             force_fp32 = True
@@ -584,9 +586,11 @@ class DiscriminatorBlock(torch.nn.Module):
         freeze_layers       = 0,            # Freeze-D: layers with index < this store buffers, not parameters.
     ):
         if in_channels not in (0, tmp_channels):
-            raise ValueError(f'DiscriminatorBlock: in_channels must be 0 or tmp_channels ({tmp_channels}), got {in_channels}')
+            raise ValueError(f'DiscriminatorBlock: in_channels must be 0 or tmp_channels ({tmp_channels}), '
+                             f'got {in_channels}')
         if architecture not in ('orig', 'skip', 'resnet'):
-            raise ValueError(f"DiscriminatorBlock: architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
+            raise ValueError(f"DiscriminatorBlock: architecture must be 'orig', 'skip' or 'resnet', "
+                             f"got {architecture!r}")
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
@@ -709,7 +713,8 @@ class DiscriminatorEpilogue(torch.nn.Module):
         conv_clamp          = None,     # Clamp the conv output to +-X; None = no clamp.
     ):
         if architecture not in ('orig', 'skip', 'resnet'):
-            raise ValueError(f"DiscriminatorEpilogue: architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
+            raise ValueError(f"DiscriminatorEpilogue: architecture must be 'orig', 'skip' or 'resnet', "
+                             f"got {architecture!r}")
         super().__init__()
         self.in_channels = in_channels
         self.cmap_dim = cmap_dim
