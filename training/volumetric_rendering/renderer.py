@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training.volumetric_rendering import math_utils
-from training.volumetric_rendering.ray_marcher import MipRayMarcher2
+from training.volumetric_rendering.ray_marcher import MipRayMarcher2, composite_sample_sets, interval_weights
 
 PLANE_CONVENTIONS = ('eg3d', 'orthogonal')
 DRAW_NAMES = ('render.stratified_u', 'render.importance_u')
@@ -285,18 +285,19 @@ class ImportanceRenderer(torch.nn.Module):
             colors_coarse, densities_coarse = self._evaluate(planes, decoder, ray_origins, ray_directions,
                                                              depths_coarse, options)
 
-            # Fine pass: importance samples from the coarse weights, composited with the coarse samples.
+            colors, densities, depths = [colors_coarse], [densities_coarse], [depths_coarse]
+
+            # Fine pass: importance samples from the coarse weights (the coarse composite itself is
+            # not needed), then compositing over coarse and fine samples together. That equals
+            # upstream's unify_samples + ray_marcher up to rounding, without moving the colours.
             n_importance = int(options['depth_resolution_importance'])
             if n_importance > 0:
-                _, _, weights = self.ray_marcher(colors_coarse, densities_coarse, depths_coarse, options)
+                weights = interval_weights(densities_coarse, depths_coarse, options.get('clamp_mode', 'softplus'))
                 depths_fine = self.sample_importance(depths_coarse, weights, n_importance, det=not jitter)
                 colors_fine, densities_fine = self._evaluate(planes, decoder, ray_origins, ray_directions,
                                                              depths_fine, options)
-                depths, colors, densities = self.unify_samples(depths_coarse, colors_coarse, densities_coarse,
-                                                               depths_fine, colors_fine, densities_fine)
-            else:
-                depths, colors, densities = depths_coarse, colors_coarse, densities_coarse
-            rgb, depth, weights = self.ray_marcher(colors, densities, depths, options)
+                colors.append(colors_fine), densities.append(densities_fine), depths.append(depths_fine)
+            rgb, depth, weights = composite_sample_sets(colors, densities, depths, options)
             return rgb, depth, weights.sum(2)
 
     def _evaluate(self, planes, decoder, ray_origins, ray_directions, depths, options):
@@ -324,7 +325,7 @@ class ImportanceRenderer(torch.nn.Module):
         return out
 
     def sort_samples(self, all_depths, all_colors, all_densities):
-        """Sort samples along each ray by depth."""
+        """Sort samples along each ray by depth (upstream's method; forward uses composite_sample_sets)."""
         all_depths, indices = torch.sort(all_depths, dim=-2)
         all_colors = torch.gather(all_colors, -2, indices.expand(-1, -1, -1, all_colors.shape[-1]))
         all_densities = torch.gather(all_densities, -2, indices)
