@@ -512,3 +512,30 @@ def test_fixture_draws_and_depths(fixtures_dir):
     assert (fine_ref.max(dim=1).values < mids[:, -1]).all()
     order = imp_u.argsort(dim=1)
     assert (fine_ref.gather(1, order).diff(dim=1) >= -1e-6).all()
+
+
+def test_official_pickle_state_and_profiler_scope():
+    # Official pickles restore these classes without __init__, from their __dict__: the renderer's
+    # holds only nn.Module internals, ray_marcher and a plain plane_axes tensor; the ray sampler's
+    # holds five None attributes.
+    def restore(cls, extra, modules=None):
+        state = dict(torch.nn.Module().__dict__)
+        state['_modules'] = dict(modules or {})
+        state.update(extra)
+        obj = cls.__new__(cls)
+        obj.__setstate__(state)
+        return obj
+    marcher = restore(MipRayMarcher2, {})
+    renderer = restore(ImportanceRenderer, {'plane_axes': generate_planes()}, {'ray_marcher': marcher})
+    sampler = restore(RaySampler, dict.fromkeys(['ray_origins_h', 'ray_directions', 'depths', 'image_coords',
+                                                 'rendering_options']))
+    planes, origins, dirs = _small_scene()
+    pose = LookAtPoseSampler.sample(1.5, 1.6, [0, 0, 0], radius=2.7).repeat(2, 1, 1)
+    origins2, dirs2 = sampler(pose, FOV_to_intrinsics(18.837)[None].repeat(2, 1, 1), 3)
+    assert torch.equal(origins, origins2) and torch.equal(dirs, dirs2)
+    opts = options(depth_resolution=4, depth_resolution_importance=4, jitter=False)
+    with torch.profiler.profile() as prof:
+        out = renderer(planes, LinearDecoder(), origins, dirs, opts)
+    assert 'renderer' in {e.key for e in prof.key_averages()}
+    for a, b in zip(out, ImportanceRenderer()(planes, LinearDecoder(), origins, dirs, opts)):
+        assert torch.equal(a, b)

@@ -80,6 +80,10 @@ def sample_from_planes(plane_axes: torch.Tensor, plane_features: torch.Tensor, c
     """
     n, n_planes, c, h, w = plane_features.shape
     m = coordinates.shape[1]
+    if plane_axes.shape[0] != n_planes or coordinates.shape[0] != n or coordinates.shape[-1] != 3:
+        raise ValueError(f'sample_from_planes: {plane_axes.shape[0]} plane axes, plane features '
+                         f'{list(plane_features.shape)} and points {list(coordinates.shape)} do not fit '
+                         f'(expected [N, P, C, H, W] and [N, M, 3])')
     if box_warp is not None:
         coordinates = (2 / box_warp) * coordinates
     grid = project_onto_planes(plane_axes, coordinates).unsqueeze(1)                  # [N*P, 1, M, 2]
@@ -296,7 +300,9 @@ class ImportanceRenderer(torch.nn.Module):
                 depths_fine = self.sample_importance(depths_coarse, weights, n_importance, det=not jitter)
                 colors_fine, densities_fine = self._evaluate(planes, decoder, ray_origins, ray_directions,
                                                              depths_fine, options)
-                colors.append(colors_fine), densities.append(densities_fine), depths.append(depths_fine)
+                colors.append(colors_fine)
+                densities.append(densities_fine)
+                depths.append(depths_fine)
             rgb, depth, weights = composite_sample_sets(colors, densities, depths, options)
             return rgb, depth, weights.sum(2)
 
