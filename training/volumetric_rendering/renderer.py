@@ -1,5 +1,10 @@
 """Tri-plane volume rendering with importance sampling (EG3D Sec. 4; NeRF's hierarchical sampling,
-Mildenhall et al. Sec. 5.2), compatible with upstream's ImportanceRenderer number for number.
+Mildenhall et al. Sec. 5.2), compatible with upstream's ImportanceRenderer: the same random draws in
+the same order, the same sample depths, and outputs equal up to float rounding (the final composite
+sums in a different order; see composite_sample_sets).
+
+Where upstream is undefined or breaks, we differ: a single ray keeps its batch dimension in
+sample_importance, and an 'auto'-bounded batch in which no ray hits the box renders empty.
 
 The renderer is handed its decoder: decoder(sampled_features [N, 3, P, C], directions [N, P, 3]) ->
 {'rgb': [N, P, C_out], 'sigma': [N, P, 1]} with sigma the raw (unactivated) density.
@@ -17,7 +22,8 @@ rendering_options (upstream's rendering_kwargs; the generator passes its whole d
     plane_convention                'eg3d' (default): planes (x,y), (x,z), (z,x) as upstream;
                                     'orthogonal': planes (x,y), (y,z), (z,x)
     jitter                          True (default, upstream): random stratified jitter and random
-                                    importance uniforms; False: no random draws at all
+                                    importance uniforms; False: no random draws at all (coarse
+                                    depths start + k delta, importance uniforms (k + 0.5) / n)
 """
 
 from __future__ import annotations
