@@ -138,6 +138,7 @@ def test_fov_to_intrinsics():
     # The 1.414 factor: the true horizontal FOV is 2 atan(0.5 / focal), not the argument.
     true_fov = 2 * math.degrees(math.atan(0.5 / FOV_to_intrinsics(18.837)[0, 0].item()))
     assert abs(true_fov - 13.37) < 0.01
+    assert abs(2 * math.degrees(math.atan(0.5 / FOV_to_intrinsics(45.0)[0, 0].item())) - 32.64) < 0.01
 
 
 def test_camera_label_round_trip_and_errors():
