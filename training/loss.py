@@ -290,6 +290,8 @@ def lazy_regularization(opt_kwargs: dict, reg_interval: float | None) -> tuple[d
     """Adam settings for a lazily regularised network (StyleGAN2 Sec. 3.1): with the regulariser run every
     `reg_interval` minibatches, scale lr by mb_ratio = I / (I + 1) and betas to the power mb_ratio."""
     opt_kwargs = dict(opt_kwargs)
+    if 'betas' in opt_kwargs:  # torch >= 2.x's Adam wants both betas as floats (upstream writes [0, 0.99]).
+        opt_kwargs['betas'] = [float(beta) for beta in opt_kwargs['betas']]
     if reg_interval is None:
         return opt_kwargs, 1.0
     mb_ratio = reg_interval / (reg_interval + 1)
