@@ -118,9 +118,8 @@ def main(**kwargs):
     kwargs['metrics'] = parse_comma_list(kwargs['metrics'])
     kwargs['image_grid'] = parse_grid(kwargs['image_grid'])
     try:
-        opts = resolve_preset(cfg, {k: v for k, v in kwargs.items() if k not in ('mirror_labels', 'image_grid')})
-        opts.update(data=data, mirror_labels=kwargs['mirror_labels'] if kwargs['mirror_labels'] is not None else True,
-                    image_grid=kwargs['image_grid'] or opts.get('image_grid'))
+        opts = resolve_preset(cfg, kwargs)
+        opts['data'] = data
         c, desc = training_options.build_training_options(opts)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None

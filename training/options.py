@@ -72,7 +72,7 @@ def build_training_options(opts: dict) -> tuple[dnnlib.EasyDict, str]:
 
     c = dnnlib.EasyDict(cfg=o.cfg)
     c.training_set_kwargs, dataset_name = dataset_kwargs(o.data, use_labels=o.cond, xflip=o.mirror,
-                                                         mirror_labels=o.get('mirror_labels', True), seed=o.seed)
+                                                         mirror_labels=o.mirror_labels, seed=o.seed)
     resolution = c.training_set_kwargs.resolution
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, prefetch_factor=2, num_workers=o.workers)
 

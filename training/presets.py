@@ -40,6 +40,8 @@ _UPSTREAM: dict[str, Any] = {
     'nobench':                      False,      # Disable cudnn.benchmark.
     'workers':                      3,          # DataLoader worker processes.
     'metrics':                      ['fid50k_full'],  # Metrics computed at each snapshot; [] = none.
+    'mirror_labels':                True,       # With mirror, mirror the camera labels too (ours; False = upstream).
+    'image_grid':                   None,       # (columns, rows) of the image snapshots; None = upstream's rule (ours).
 
     # Networks.
     'z_dim':                        512,        # Latent z size (fixed upstream).
@@ -150,6 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         'tick':                         1,
         'snap':                         10,
         'metrics':                      [],
+        'image_grid':                   (8, 4),
         'z_dim':                        128,
         'w_dim':                        128,
         'cbase':                        2048,       # Channels: 64 up to 32x32, 32 at 64x64.
