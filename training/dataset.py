@@ -19,6 +19,7 @@ import zipfile
 from typing import Sequence
 
 import numpy as np
+import PIL
 import PIL.Image
 
 import dnnlib
@@ -256,6 +257,8 @@ def decode_image(data_or_file, where: str, full: bool = True) -> PIL.Image.Image
         if full:
             img.load()
         return img
+    except PIL.UnidentifiedImageError:
+        raise DatasetError(f'{where}: not a readable image (unknown format or corrupt data)') from None
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
         raise DatasetError(f'{where}: not a readable image ({type(err).__name__}: {err})') from None
 
@@ -310,7 +313,7 @@ def check_image_shapes(shapes: Sequence[tuple[int, int, int]], wheres: Sequence[
             raise DatasetError(f'{where}: image is {w}x{h} but {wheres[0]} is {w0}x{h0}; '
                                f'all images must have one resolution')
         if c != c0:
-            raise DatasetError(f'{where}: image has {c} channels but {wheres[0]} has {c0}')
+            raise DatasetError(f'{where}: image has {c} channel(s) but {wheres[0]} has {c0}')
     if h0 != w0:
         raise DatasetError(f'{wheres[0]}: image is {w0}x{h0}; images must be square')
     if w0 < 4 or w0 & (w0 - 1):

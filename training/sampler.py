@@ -1,11 +1,12 @@
 """InfiniteSampler: an endless, seeded, rank-aware stream of dataset indices with a windowed shuffle.
 
 The stream is one global sequence shared by all ranks; rank r takes the positions p with
-p % num_replicas == r, so the ranks of one run see disjoint positions and together see the whole
-sequence. The sequence walks over a permutation of the dataset; after yielding the item at slot i it
-swaps that slot with a random one at most `window` slots behind it (wrapping round). Each pass
-therefore yields every item about once, while items drift between passes, so there are no epoch
-boundaries (the behaviour of upstream's sampler, not its exact sequence).
+p % num_replicas == r. The sequence walks over a seeded permutation of the dataset; after yielding the
+item at slot i it swaps that slot with a random slot among the `window` slots ending at i (never
+wrapping round past slot 0). Each pass (n consecutive positions from a multiple of n) therefore
+yields every item exactly once, so the ranks see disjoint items within a pass and together the whole
+dataset, while the order keeps changing from pass to pass (no fixed epoch order). This is upstream's
+windowed shuffle, except that upstream's swaps wrap round, which can show an item twice in one pass.
 
 Resuming: `start_idx` is a global position. A training state that stores cur_nimg (real images taken
 from the loader, summed over ranks) resumes exactly with start_idx=cur_nimg, provided the seed,
@@ -54,8 +55,11 @@ class InfiniteSampler(torch.utils.data.Sampler):
         window = int(round(n * self.window_size)) if self.shuffle else 0
         mixing = window >= 2
 
-        def new_offsets():  # One draw per slot, made at the start of every pass.
-            return rng.integers(0, window, size=n).tolist() if mixing else None
+        def new_offsets():  # One draw per slot at the start of every pass: slot i swaps with i - offset.
+            if not mixing:
+                return None
+            reach = np.minimum(window, np.arange(1, n + 1))
+            return np.floor(rng.random(n) * reach).astype(np.int64).tolist()
 
         # Fast-forward whole passes and then the part of a pass before start_idx (no yields).
         pos = 0
@@ -73,7 +77,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
             if pos % self.num_replicas == self.rank:
                 yield order[i]
             if mixing:
-                j = (i - offsets[i]) % n
+                j = i - offsets[i]
                 order[i], order[j] = order[j], order[i]
             pos += 1
 
@@ -82,7 +86,6 @@ def _mix(order: list, offsets: list | None, begin: int, end: int) -> None:
     """Apply the window swaps of slots [begin, end) of one pass to `order`, in place."""
     if offsets is None:
         return
-    n = len(order)
     for i in range(begin, end):
-        j = (i - offsets[i]) % n
+        j = i - offsets[i]
         order[i], order[j] = order[j], order[i]

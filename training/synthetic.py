@@ -306,11 +306,11 @@ def parse_source(path: str) -> str | None:
 
 def render_item(kind: str, seed: int, idx: int, resolution: int, cameras: CameraDistribution = CameraDistribution(),
                 ssaa: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Item idx of a seed: uint8 image [R, R, 3] and float32 camera label [25]."""
+    """Item idx of a seed: uint8 image [R, R, 3] and float64 camera label [25]."""
     c = sample_camera_labels(np.random.default_rng([seed, idx, 0]), 1, cameras)[0]
     scene = make_scene(kind, np.random.default_rng([seed, idx, 1]))
     rgb, _alpha = render_scene(scene, c, resolution, ssaa)
-    return np.rint(rgb * 255).astype(np.uint8), c.astype(np.float32)
+    return np.rint(rgb * 255).astype(np.uint8), c
 
 
 class SyntheticDataset(Dataset):
