@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
@@ -39,12 +38,12 @@ from training import synthetic
 
 
 class Source:
-    def __init__(self, names, load, labels, labels_where, where):
+    def __init__(self, names, load, labels_where, where, close=None):
         self.names = names                  # Source-relative names, sorted.
         self.load = load                    # load(index) -> (PIL image, label or None), index 0, 1, 2, ...
-        self.labels = labels                # {name: label} from the source's dataset.json, or None.
         self.labels_where = labels_where    # File the labels come from (for messages).
         self.where = where                  # where(name) -> the image's location (for messages).
+        self.close = close or (lambda: None)
 
 
 def open_folder_or_zip(path: str, max_images: int | None) -> Source:
@@ -57,7 +56,10 @@ def open_folder_or_zip(path: str, max_images: int | None) -> Source:
     zf = None if is_dir else zipfile.ZipFile(path)
 
     def read(name):
-        return open(os.path.join(path, name), 'rb').read() if is_dir else zf.read(name)
+        if not is_dir:
+            return zf.read(name)
+        with open(os.path.join(path, name), 'rb') as f:
+            return f.read()
 
     def where(name):
         return os.path.join(path, name) if is_dir else f'{path}:{name}'
@@ -69,7 +71,7 @@ def open_folder_or_zip(path: str, max_images: int | None) -> Source:
     def load(i):
         img = ds.decode_image(io.BytesIO(read(names[i])), where(names[i]))
         return img, None if labels is None else labels.get(names[i])
-    return Source(names, load, labels, where('dataset.json'), where)
+    return Source(names, load, where('dataset.json'), where, close=zf.close if zf else None)
 
 
 def _render_synthetic(args):
@@ -89,10 +91,12 @@ def open_synthetic(kind: str, count: int, resolution: int, seed: int, cameras, w
         if i != next(expected):
             raise RuntimeError('synthetic items are read in order')
         image, c = next(results)
-        if i == count - 1 and pool is not None:
-            pool.close()
         return PIL.Image.fromarray(image), c.tolist()
-    return Source(names, load, None, f'synthetic:{kind}', lambda name: f'synthetic:{name}')
+    def close():
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return Source(names, load, f'synthetic:{kind}', lambda name: f'synthetic:{name}', close)
 
 # ----------------------------------------------------------------------------
 # Poses and per-image transforms.
@@ -110,7 +114,7 @@ def read_poses(path: str, names: list[str]) -> dict[str, list]:
     except (OSError, ValueError) as err:
         raise ds.DatasetError(f'{path}: cannot read the poses ({err})') from None
     if isinstance(obj, dict) and 'labels' in obj:
-        table = ds.load_labels_json(json.dumps(obj).encode(), path) or {}
+        table = ds.labels_from_json(obj, path) or {}
     elif isinstance(obj, dict):
         table = {str(k).replace('\\', '/'): v for k, v in obj.items()}
     else:
@@ -123,12 +127,12 @@ def read_poses(path: str, names: list[str]) -> dict[str, list]:
             except (KeyError, ValueError, TypeError):
                 raise ds.DatasetError(f'{path}: the pose of "{key}" needs "cam2world" (4x4) and '
                                       f'"intrinsics" (3x3)') from None
-    by_base = {}
+    by_base, known = {}, set(names)
     for name in names:
         by_base.setdefault(os.path.basename(name), []).append(name)
     out = {}
     for key, value in table.items():
-        if key in names or key not in by_base:
+        if key in known or key not in by_base:
             out[key] = value
         elif len(by_base[key]) == 1:
             out[by_base[key][0]] = value
@@ -311,7 +315,8 @@ def convert(source: Source, writer: Writer, transform: str | None, res, mirror: 
     writer.write('dataset.json', json.dumps(meta).encode())
     cams = np.array([out_labels[k] for k in order]) if out_labels and kinds == {list} else None
     mirrored = np.array([int(k[-12:-4]) >= n for k in order]) if cams is not None else None
-    return cams, dict(count=n * (2 if mirror else 1), size=first[0], mode=first[1], mirrored=mirrored)
+    return cams, dict(count=n * (2 if mirror else 1), size=first[0], mode=first[1], mirrored=mirrored,
+                      num_labels=len(out_labels))
 
 # ----------------------------------------------------------------------------
 # Summary and camera plot.
@@ -429,6 +434,8 @@ def main(source, dest, max_images, transform, resolution, poses, mirror, plot_ca
         except BaseException:
             writer.abort()
             raise
+        finally:
+            src.close()
         writer.commit()
     except ds.DatasetError as err:
         raise click.ClickException(str(err)) from None
@@ -436,7 +443,7 @@ def main(source, dest, max_images, transform, resolution, poses, mirror, plot_ca
                sum(os.path.getsize(os.path.join(r, f)) for r, _d, fs in os.walk(dest) for f in fs)) / 2**20
     print(f'dataset_tool: wrote {info["count"]} images ({info["size"][0]}x{info["size"][1]} {info["mode"]}) '
           f'to {dest} ({size_mb:.1f} MB) in {time.time() - start:.1f} s')
-    print(summary(cams))
+    print(summary(cams) if cams is not None or not info['num_labels'] else f'labels: {info["num_labels"]} class indices')
     if cams is not None and (plot_cameras or '').lower() != 'none':
         plot_path = plot_cameras or default_plot_path(dest)
         draw_camera_plot(cams, plot_path, info['mirrored'], title=os.path.basename(os.path.normpath(dest)))

@@ -269,6 +269,11 @@ def load_labels_json(data: bytes, where: str) -> dict[str, object] | None:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f'{where}: not valid JSON ({err})') from None
+    return labels_from_json(obj, where)
+
+
+def labels_from_json(obj, where: str) -> dict[str, object] | None:
+    """load_labels_json for an already parsed object."""
     if not isinstance(obj, dict) or 'labels' not in obj:
         raise DatasetError(f'{where}: expected an object {{"labels": [[file name, label], ...]}}')
     labels = obj['labels']
