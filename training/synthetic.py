@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -81,14 +82,21 @@ def sample_camera_labels(rng: np.random.Generator, n: int, dist: CameraDistribut
     return make_camera_labels(lookat_cam2world(origin, np.broadcast_to(dist.pivot, origin.shape)), dist.focal)
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(resolution: int) -> np.ndarray:
+    """Homogeneous normalised pixel centres [R*R, 3], row-major: ((j + 0.5) / R, (i + 0.5) / R, 1)."""
+    uv = (np.arange(resolution) + 0.5) / resolution
+    u, v = np.meshgrid(uv, uv, indexing='xy')
+    grid = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
+    grid.setflags(write=False)
+    return grid
+
+
 def camera_rays(c: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """Camera centre [3] and unit ray directions [R*R, 3] (row-major pixels) of one label [25]."""
     pose, k = np.asarray(c, np.float64)[:16].reshape(4, 4), np.asarray(c, np.float64)[16:].reshape(3, 3)
-    uv = (np.arange(resolution) + 0.5) / resolution
-    u, v = np.meshgrid(uv, uv, indexing='xy')
-    pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
-    dirs_cam = pix @ np.linalg.inv(k).T                    # K^-1 [u, v, 1]: camera-space points at z = 1.
-    return pose[:3, 3].copy(), _normalize(dirs_cam @ pose[:3, :3].T)
+    to_world = pose[:3, :3] @ np.linalg.inv(k)          # K^-1 [u, v, 1] is the camera-space point at z = 1.
+    return pose[:3, 3].copy(), _normalize(_pixel_grid(resolution) @ to_world.T)
 
 # ----------------------------------------------------------------------------
 # Scenes and ray casting.
@@ -114,7 +122,7 @@ class Scene:
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.sqrt(np.einsum('...i,...i->...', x, x))[..., None]
 
 
 def _hit_ellipsoid(o: np.ndarray, d: np.ndarray, radii: np.ndarray):
@@ -131,13 +139,15 @@ def _hit_ellipsoid(o: np.ndarray, d: np.ndarray, radii: np.ndarray):
 
 def _hit_box(o: np.ndarray, d: np.ndarray, half: np.ndarray):
     with np.errstate(divide='ignore', invalid='ignore'):
-        t1, t2 = (-half - o) / d, (half - o) / d
+        t1, t2 = (-half - o) / d, (half - o) / d          # Slab entries and exits per axis.
     near, far = np.minimum(t1, t2), np.maximum(t1, t2)
-    t_near, t_far = near.max(axis=1), far.min(axis=1)
+    t_near = np.maximum(np.maximum(near[:, 0], near[:, 1]), near[:, 2])
+    t_far = np.minimum(np.minimum(far[:, 0], far[:, 1]), far[:, 2])
     t = np.where((t_near <= t_far) & (t_near > 0), t_near, np.inf)
-    axis = near.argmax(axis=1)
+    axis = np.where(near[:, 0] == t_near, 0, np.where(near[:, 1] == t_near, 1, 2))
+    rows = np.arange(d.shape[0])
     n = np.zeros_like(d)
-    n[np.arange(d.shape[0]), axis] = -np.sign(d[np.arange(d.shape[0]), axis])
+    n[rows, axis] = -np.sign(d[rows, axis])
     return t, n
 
 
@@ -174,25 +184,43 @@ def _bounding_radius(prim: Primitive) -> float:
     return {'ellipsoid': size.max(), 'box': np.linalg.norm(size), 'torus': size[0] + size[1]}[prim.kind]
 
 
-def cast_rays(scene: Scene, origin: np.ndarray, dirs: np.ndarray):
-    """Nearest hit of rays from `origin` [3] along `dirs` [M, 3]: distance [M] (inf = miss), normal [M, 3], albedo [M, 3]."""
-    t_best = np.full(dirs.shape[0], np.inf)
-    normal, albedo = np.zeros_like(dirs), np.zeros_like(dirs)
-    for prim in scene.primitives:
-        # Only rays that pass within the bounding sphere (a cheap cull, exact for the result).
-        oc = np.asarray(prim.center, np.float64) - origin
-        along = dirs @ oc
-        rays = np.flatnonzero((oc @ oc - along * along <= _bounding_radius(prim) ** 2 + 1e-9))
+def _rays_near(origin: np.ndarray, dirs: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """Indices of the rays that pass within `radius` of `centre` (a cheap cull, exact for the result)."""
+    oc = centre - origin
+    along = dirs @ oc
+    return np.flatnonzero(oc @ oc - along * along <= radius ** 2 + 1e-9)
+
+
+def _cast(scene: Scene, origin: np.ndarray, dirs: np.ndarray):
+    """Hits only: ray indices [H], distances [H], normals [H, 3], albedos [H, 3]."""
+    centres = np.array([np.asarray(p.center, np.float64) for p in scene.primitives])
+    radii = np.array([_bounding_radius(p) for p in scene.primitives])
+    mid = centres.mean(axis=0)
+    near = _rays_near(origin, dirs, mid, (np.linalg.norm(centres - mid, axis=1) + radii).max())
+    sub = dirs[near]
+    t_best = np.full(near.size, np.inf)
+    normal, albedo = np.zeros_like(sub), np.zeros_like(sub)
+    for prim, centre, radius in zip(scene.primitives, centres, radii):
+        rays = _rays_near(origin, sub, centre, radius)
         if rays.size == 0:
             continue
         rot = np.asarray(prim.rotation, np.float64)
-        t, n_local = _HIT[prim.kind](-oc @ rot, dirs[rays] @ rot, np.asarray(prim.size, np.float64))
+        t, n_local = _HIT[prim.kind]((origin - centre) @ rot, sub[rays] @ rot, np.asarray(prim.size, np.float64))
         closer = t < t_best[rays]
         hit_rays = rays[closer]
         t_best[hit_rays] = t[closer]
         normal[hit_rays] = n_local[closer] @ rot.T
         albedo[hit_rays] = prim.color
-    return t_best, normal, albedo
+    hit = np.flatnonzero(np.isfinite(t_best))
+    return near[hit], t_best[hit], normal[hit], albedo[hit]
+
+
+def cast_rays(scene: Scene, origin: np.ndarray, dirs: np.ndarray):
+    """Nearest hit of rays from `origin` [3] along `dirs` [M, 3]: distance [M] (inf = miss), normal [M, 3], albedo [M, 3]."""
+    idx, t_hit, n_hit, a_hit = _cast(scene, origin, dirs)
+    t, normal, albedo = np.full(dirs.shape[0], np.inf), np.zeros_like(dirs), np.zeros_like(dirs)
+    t[idx], normal[idx], albedo[idx] = t_hit, n_hit, a_hit
+    return t, normal, albedo
 
 
 def render_scene(scene: Scene, c: np.ndarray, resolution: int, ssaa: int = 2):
@@ -201,16 +229,15 @@ def render_scene(scene: Scene, c: np.ndarray, resolution: int, ssaa: int = 2):
     Each pixel averages ssaa x ssaa rays through the centres of its sub-pixels.
     """
     origin, dirs = camera_rays(c, resolution * ssaa)
-    t, normal, albedo = cast_rays(scene, origin, dirs)
+    idx, _t, normal, albedo = _cast(scene, origin, dirs)
     lights = _normalize(np.asarray(scene.lights, np.float64))
     shade = scene.ambient + np.maximum(normal @ lights.T, 0) @ np.asarray(scene.strengths, np.float64)
-    hit = np.isfinite(t)
-    rgb = np.where(hit[:, None], np.clip(albedo * shade[:, None], 0, 1), 0)
-
-    def down(x):
-        x = x.reshape(resolution, ssaa, resolution, ssaa, -1)
-        return x.mean(axis=(1, 3))
-    return down(rgb), down(hit.astype(np.float64))[..., 0]
+    rgba = np.zeros((dirs.shape[0], 4))
+    rgba[idx, :3] = np.clip(albedo * shade[:, None], 0, 1)
+    rgba[idx, 3] = 1
+    rgba = rgba.reshape(resolution, ssaa, resolution, ssaa, 4)
+    rgba = sum(rgba[:, i, :, j] for i in range(ssaa) for j in range(ssaa)) / ssaa ** 2  # Box filter.
+    return rgba[..., :3], rgba[..., 3]
 
 
 def mirror_scene(scene: Scene) -> Scene:
@@ -323,6 +350,7 @@ class SyntheticDataset(Dataset):
         seed:        int = 0,               # Item seed (independent of random_seed, the max_size subset seed).
         ssaa:        int = 2,               # Rays per pixel along each axis.
         cameras:     dict | None = None,    # CameraDistribution fields; None = EG3D's FFHQ-like defaults.
+        cache:       bool = True,           # Keep rendered images in memory (3 R^2 bytes each, per process).
         **super_kwargs,                     # Dataset kwargs: max_size, use_labels, xflip, mirror_labels, random_seed.
     ):
         self._kind = parse_source(path)
@@ -333,12 +361,18 @@ class SyntheticDataset(Dataset):
             raise DatasetError(f'{path}: resolution {resolution} is not a power of two (>= 4)')
         self._resolution, self._seed, self._ssaa = resolution, seed, ssaa
         self._cameras = CameraDistribution(**(cameras or {}))
+        self._cache = {} if cache else None
         super().__init__(name=f'synthetic-{self._kind}', raw_shape=[num_images, 3, resolution, resolution],
                          **super_kwargs)
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
-        image, _c = render_item(self._kind, self._seed, int(raw_idx), self._resolution, self._cameras, self._ssaa)
-        return image.transpose(2, 0, 1)
+        image = None if self._cache is None else self._cache.get(int(raw_idx))
+        if image is None:
+            image, _c = render_item(self._kind, self._seed, int(raw_idx), self._resolution, self._cameras, self._ssaa)
+            image = image.transpose(2, 0, 1)
+            if self._cache is not None:
+                self._cache[int(raw_idx)] = image
+        return image
 
     def _load_raw_labels(self) -> np.ndarray:
         return np.stack([sample_camera_labels(np.random.default_rng([self._seed, i, 0]), 1, self._cameras)[0]
