@@ -228,7 +228,6 @@ class Writer:
     def commit(self) -> None:
         if self.is_zip:
             self.zip.close()
-            _chmod_default(self.tmp)
             self._ctx.__exit__(None, None, None)
         else:
             os.chmod(self.tmp, 0o777 & ~_umask())
@@ -369,17 +368,12 @@ def draw_camera_plot(cams: np.ndarray, path: str, mirrored: np.ndarray | None = 
         for i in range(len(cams)):
             x, y = px(centres[i])
             draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(230, 120, 20) if mirrored[i] else (40, 90, 220))
-        draw.rectangle([ox - 0.5 * scale, oy - 0.5 * scale, ox + 0.5 * scale, oy + 0.5 * scale], outline=(120, 120, 120))
+        half = 0.5 * scale
+        draw.rectangle([ox - half, oy - half, ox + half, oy + half], outline=(120, 120, 120))
         draw.line([ox - 4, oy, ox + 4, oy], fill='black')
         draw.line([ox, oy - 4, ox, oy + 4], fill='black')
     with dnnlib.util.atomic_write_path(path) as tmp:
         img.save(tmp, format='png')
-        _chmod_default(tmp)
-
-
-def _chmod_default(path: str) -> None:
-    """Give a file made by mkstemp (mode 0600) the permissions a plain open() would have."""
-    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:
@@ -396,19 +390,24 @@ def default_plot_path(dest: str) -> str:
 
 
 @click.command()
-@click.option('--source', required=True, metavar='PATH', help='Folder or zip of images, or synthetic:KIND (box, shapes, heads)')
+@click.option('--source', required=True, metavar='PATH',
+              help='Folder or zip of images, or synthetic:KIND (box, shapes, heads)')
 @click.option('--dest', required=True, metavar='PATH', help='Output .zip (uncompressed) or folder')
-@click.option('--max-images', type=click.IntRange(min=1), help='Use at most this many images (synthetic: how many; default 2000)')
+@click.option('--max-images', type=click.IntRange(min=1),
+              help='Use at most this many images (synthetic: how many; default 2000)')
 @click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide']), help='Crop before resizing')
 @click.option('--resolution', metavar='WxH', help='Output resolution (synthetic default 64x64)')
 @click.option('--poses', type=click.Path(exists=True, dir_okay=False), help='JSON of cameras to attach, by image name')
 @click.option('--mirror', is_flag=True, help='Also write mirrored copies with mirrored camera labels')
-@click.option('--plot-cameras', metavar='PNG|none', help='Camera plot [default: DEST_cameras.png when there are cameras]')
+@click.option('--plot-cameras', metavar='PNG|none',
+              help='Camera plot [default: DEST_cameras.png when there are cameras]')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of a synthetic source')
 @click.option('--cameras', type=click.Choice(['frontal', '360']), default='frontal', show_default=True,
               help='Synthetic cameras: FFHQ-like yaw/pitch spread, or the full circle of yaw')
-@click.option('--yaw-std', type=float, default=synthetic.CameraDistribution.yaw_std, show_default=True, help='Synthetic yaw std (rad)')
-@click.option('--pitch-std', type=float, default=synthetic.CameraDistribution.pitch_std, show_default=True, help='Synthetic pitch std')
+@click.option('--yaw-std', type=float, default=synthetic.CameraDistribution.yaw_std, show_default=True,
+              help='Synthetic yaw std (rad)')
+@click.option('--pitch-std', type=float, default=synthetic.CameraDistribution.pitch_std, show_default=True,
+              help='Synthetic pitch std')
 @click.option('--workers', type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
               help='Processes rendering a synthetic source')
 def main(source, dest, max_images, transform, resolution, poses, mirror, plot_cameras, seed, cameras, yaw_std,
@@ -443,7 +442,8 @@ def main(source, dest, max_images, transform, resolution, poses, mirror, plot_ca
                sum(os.path.getsize(os.path.join(r, f)) for r, _d, fs in os.walk(dest) for f in fs)) / 2**20
     print(f'dataset_tool: wrote {info["count"]} images ({info["size"][0]}x{info["size"][1]} {info["mode"]}) '
           f'to {dest} ({size_mb:.1f} MB) in {time.time() - start:.1f} s')
-    print(summary(cams) if cams is not None or not info['num_labels'] else f'labels: {info["num_labels"]} class indices')
+    class_labels = cams is None and info['num_labels']
+    print(f'labels: {info["num_labels"]} class indices' if class_labels else summary(cams))
     if cams is not None and (plot_cameras or '').lower() != 'none':
         plot_path = plot_cameras or default_plot_path(dest)
         draw_camera_plot(cams, plot_path, info['mirrored'], title=os.path.basename(os.path.normpath(dest)))

@@ -64,7 +64,8 @@ def test_folder_with_poses_becomes_a_dataset(tmp_path, dest_name):
     result = run('--source', src, '--dest', dest, '--poses', poses, '--transform', 'center-crop', '--resolution', '8x8')
     assert result.exit_code == 0, result.output
     assert 'labels: 4 cameras' in result.output and os.path.isfile(tmp_path / f'{dest_name.split(".")[0]}_cameras.png')
-    assert sorted(os.listdir(tmp_path)) == sorted(['src', 'poses.json', dest_name, f'{dest_name.split(".")[0]}_cameras.png'])
+    plot = f'{dest_name.split(".")[0]}_cameras.png'
+    assert sorted(os.listdir(tmp_path)) == sorted(['src', 'poses.json', dest_name, plot])
 
     ds = ImageFolderDataset(str(dest), use_labels=True, validate='full')
     assert (len(ds), ds.resolution, ds.num_channels, ds.label_dim) == (4, 8, 3, 25)

@@ -103,7 +103,7 @@ class Dataset:
         max_size:      int | None = None,    # Keep a seeded random subset of this many images; None = all.
         use_labels:    bool = False,         # Return labels (True) or empty [0] labels (False).
         xflip:         bool = False,         # Double the dataset with horizontally flipped copies.
-        mirror_labels: bool = True,          # With xflip, mirror camera labels too; False = upstream (images only, eg3d issue 103).
+        mirror_labels: bool = True,          # With xflip, mirror camera labels too; False = upstream (eg3d issue 103).
         random_seed:   int = 0,              # Seed of the max_size subset.
     ):
         self._name = name
@@ -331,7 +331,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self,
         path:         str,                 # Folder or .zip holding the images and dataset.json.
         resolution:   int | None = None,   # Expected resolution; None = whatever the images have.
-        validate:     str = 'headers',     # 'headers': read every image header at construction; 'full': decode every image; 'first': only the first (as upstream).
+        validate:     str = 'headers',     # Checked at construction: every image 'headers', 'full' decode, 'first' only.
         **super_kwargs,                    # Dataset kwargs: max_size, use_labels, xflip, mirror_labels, random_seed.
     ):
         if validate not in ('headers', 'full', 'first'):

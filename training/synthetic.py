@@ -216,7 +216,10 @@ def _cast(scene: Scene, origin: np.ndarray, dirs: np.ndarray):
 
 
 def cast_rays(scene: Scene, origin: np.ndarray, dirs: np.ndarray):
-    """Nearest hit of rays from `origin` [3] along `dirs` [M, 3]: distance [M] (inf = miss), normal [M, 3], albedo [M, 3]."""
+    """Nearest hits of rays from `origin` [3] along `dirs` [M, 3].
+
+    Returns distance [M] (inf = miss), unit normal [M, 3] and albedo [M, 3].
+    """
     idx, t_hit, n_hit, a_hit = _cast(scene, origin, dirs)
     t, normal, albedo = np.full(dirs.shape[0], np.inf), np.zeros_like(dirs), np.zeros_like(dirs)
     t[idx], normal[idx], albedo[idx] = t_hit, n_hit, a_hit
