@@ -331,7 +331,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self,
         path:         str,                 # Folder or .zip holding the images and dataset.json.
         resolution:   int | None = None,   # Expected resolution; None = whatever the images have.
-        validate:     str = 'headers',     # Checked at construction: every image 'headers', 'full' decode, 'first' only.
+        validate:     str = 'headers',     # At construction: 'headers' of all images, 'full' decode, 'first' only.
         **super_kwargs,                    # Dataset kwargs: max_size, use_labels, xflip, mirror_labels, random_seed.
     ):
         if validate not in ('headers', 'full', 'first'):
