@@ -40,6 +40,7 @@ _UPSTREAM: dict[str, Any] = {
     'nobench':                      False,      # Disable cudnn.benchmark.
     'workers':                      3,          # DataLoader worker processes.
     'metrics':                      ['fid50k_full'],  # Metrics computed at each snapshot; [] = none.
+    'desc':                         None,       # String to include in the run directory's name.
     'mirror_labels':                True,       # With mirror, mirror the camera labels too (ours; False = upstream).
     'image_grid':                   None,       # (columns, rows) of the image snapshots; None = upstream's rule (ours).
 

@@ -342,7 +342,7 @@ def training_loop(
         if snapshot_pkl is not None and metrics:
             from metrics import metric_main
             if rank == 0:
-                log(f'Evaluating metrics...')
+                log('Evaluating metrics...')
             for metric in metrics:
                 result_dict = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
                                                       num_gpus=num_gpus, rank=rank, device=device)
