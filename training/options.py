@@ -138,7 +138,8 @@ def build_training_options(opts: dict) -> tuple[dnnlib.EasyDict, str]:
     c.image_snapshot_ticks = c.network_snapshot_ticks = o.snap
     c.random_seed = o.seed
     c.ema_kimg = o.ema_kimg if o.ema_kimg is not None else o.batch * 10 / 32
-    c.ema_rampup = o.ema_rampup
+    if o.ema_rampup != 0.05:  # The loop's default; upstream writes the key only when it changes it.
+        c.ema_rampup = o.ema_rampup
     c.G_reg_interval = o.density_reg_every if o.density_reg > 0 else None
     c.D_reg_interval = o.d_reg_interval
     c.cudnn_benchmark = not o.nobench
