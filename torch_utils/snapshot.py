@@ -57,24 +57,27 @@ def is_plain(value: Any) -> bool:
     return False
 
 
-def to_plain(value: Any, where: str = 'value') -> Any:
+def to_plain(value: Any, where: str = 'value', tensors: bool = False) -> Any:
     """Copy of `value` as plain data: EasyDict/OrderedDict -> dict, numpy scalars -> Python numbers.
+    With tensors=True, tensors are kept (as CPU copies): torch.load(weights_only=True) reads them too.
 
-    Raises TypeError naming `where` (a dotted path) for anything else, e.g. a tensor or a module.
+    Raises TypeError naming `where` (a dotted path) for anything else, e.g. a module.
     """
     if value is None or type(value) in (bool, int, float, str):
         return value
+    if tensors and isinstance(value, torch.Tensor):
+        return value.detach().to('cpu', copy=True)
     if isinstance(value, np.generic) and value.dtype.kind in 'biuf':
         return value.item()
     if isinstance(value, (list, tuple)):
-        items = [to_plain(v, f'{where}[{i}]') for i, v in enumerate(value)]
+        items = [to_plain(v, f'{where}[{i}]', tensors) for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if type(k) not in (str, int):
                 raise TypeError(f'{where}: dict key {k!r} is not a str or int')
-            out[k] = to_plain(v, f'{where}.{k}')
+            out[k] = to_plain(v, f'{where}.{k}', tensors)
         return out
     raise TypeError(f'{where}: {type(value).__name__} is not plain data (None, bool, int, float, str, list, '
                     f'tuple, dict)')
@@ -160,11 +163,12 @@ def build_module(record: dict, cls: type, init_kwargs: Mapping | None = None, wh
 # Files.
 
 
-def save(path: str, snapshot: Mapping[str, Any]) -> None:
+def save(path: str, snapshot: Mapping[str, Any], tensor_keys: tuple[str, ...] = ()) -> None:
     """Write `snapshot` ({key: module, module record or plain data}) to `path`, atomically.
 
     Modules become records; 'format' and 'version' are added. Written to a temporary name in the
-    same directory, then renamed, so a failed save never leaves a partial file at `path`.
+    same directory, then renamed, so a failed save never leaves a partial file at `path`. The values
+    of `tensor_keys` may also hold tensors (a training state's optimiser and RNG states).
     """
     data = {'format': FORMAT, 'version': VERSION}
     for key, value in snapshot.items():
@@ -175,7 +179,7 @@ def save(path: str, snapshot: Mapping[str, Any]) -> None:
         elif is_module_record(value):
             check_record(value, key)
         else:
-            value = to_plain(value, key)
+            value = to_plain(value, key, tensors=key in tensor_keys)
         data[key] = value
     with dnnlib.util.atomic_write_path(path) as tmp:
         torch.save(data, tmp)

@@ -127,6 +127,14 @@ class Collector:
             if delta[0] > 0 or name not in self._moments:
                 self._moments[name] = delta
 
+    def state_dict(self) -> dict:
+        return {'seen': {k: v.clone() for k, v in self._seen.items()},
+                'moments': {k: v.clone() for k, v in self._moments.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._seen = {k: v.to(_counter_dtype).clone() for k, v in state['seen'].items()}
+        self._moments = {k: v.to(_counter_dtype).clone() for k, v in state['moments'].items()}
+
     def num(self, name: str) -> int:
         moments = self._moments.get(name)
         return 0 if moments is None else int(moments[0])
@@ -155,6 +163,21 @@ class Collector:
 
     def __getitem__(self, name: str) -> float:
         return self.mean(name)
+
+
+def state_dict() -> dict:
+    """This rank's statistics (what was reported but not yet collected, and the cumulative moments), for
+    an exact resume."""
+    pending = {name: sum(m.cpu() for m in per_device.values()) for name, per_device in _counters.items()}
+    return {'pending': pending, 'cumulative': {name: t.clone() for name, t in _cumulative.items()}}
+
+
+def load_state_dict(state: dict) -> None:
+    reset()
+    for name, moments in state['pending'].items():
+        _counters[name][torch.device('cpu')] = moments.to(_counter_dtype).clone()
+    for name, moments in state['cumulative'].items():
+        _cumulative[name] = moments.to(_counter_dtype).clone()
 
 
 def reset() -> None:

@@ -7,9 +7,11 @@ writes files.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import random
 import time
 
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from torch_utils.misc import profiled
-from training import image_grid
+from training import distributed, image_grid, training_state
 from training.loss import ema_beta, lazy_regularization
 
 # ----------------------------------------------------------------------------
@@ -38,6 +40,21 @@ def _memory_gb() -> tuple[float, float]:
         import resource
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     return cur, peak
+
+
+@contextlib.contextmanager
+def rng_neutral(device: torch.device, seed: int | None = None):
+    """Run maintenance (summaries, image grids, metrics) without touching the training RNG streams, so that
+    a run resumed from a training state continues exactly; optionally seeded for repeatable grids."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 def _distributed(num_gpus: int) -> bool:
@@ -120,6 +137,8 @@ def training_loop(
     image_grid_size         = None,     # (columns, rows) of the image grids; None: upstream's rule.
     resume_pkl              = None,     # Network snapshot to fine-tune from (weights only, as upstream).
     resume_kimg             = 0,        # First kimg to report when resuming.
+    resume_state            = None,     # Training state to continue exactly (training-state-*.pt), or None.
+    training_options        = None,     # The resolved options (plain data), stored in training states.
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
     abort_fn                = None,     # Callback returning True to stop training early.
     progress_fn             = None,     # Callback(cur_kimg, total_kimg) for progress reports.
@@ -142,14 +161,21 @@ def training_loop(
     log('Loading training set...')
     training_set = dnnlib.construct_class_by_name(**training_set_kwargs)
     from training.sampler import InfiniteSampler
-    sampler = InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
+    state = training_state.load(resume_state) if resume_state is not None else None
+    loop_state = state['training_state']['loop'] if state is not None else None
+    start_nimg = loop_state['cur_nimg'] if loop_state is not None else resume_kimg * 1000
+    sampler = InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed,
+                              start_idx=start_nimg - resume_kimg * 1000)
     loader_kwargs = dict(data_loader_kwargs)
     if device.type != 'cuda':
         loader_kwargs['pin_memory'] = False
     if loader_kwargs.get('num_workers', 0) == 0:
         loader_kwargs.pop('prefetch_factor', None)
+    # Worker seeds come from a generator of their own, not from the global RNG (exact resume).
+    loader_generator = torch.Generator().manual_seed(random_seed * num_gpus + rank)
     training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
-                                                             batch_size=batch_size // num_gpus, **loader_kwargs))
+                                                             batch_size=batch_size // num_gpus,
+                                                             generator=loader_generator, **loader_kwargs))
     log(f'Num images: {len(training_set)}; image shape: {training_set.image_shape}; '
         f'label shape: {training_set.label_shape}')
 
@@ -170,10 +196,11 @@ def training_loop(
             misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
 
     if rank == 0:
-        z = torch.randn([batch_gpu, G.z_dim], device=device)
-        c = torch.from_numpy(np.stack([training_set.get_label(i % len(training_set)) for i in range(batch_gpu)]))
-        img = misc.print_module_summary(G, [z, c.to(device)])
-        misc.print_module_summary(D, [img, c.to(device)])
+        with rng_neutral(device, seed=random_seed), torch.no_grad():
+            z = torch.randn([batch_gpu, G.z_dim], device=device)
+            c = torch.from_numpy(np.stack([training_set.get_label(i % len(training_set)) for i in range(batch_gpu)]))
+            img = misc.print_module_summary(G, [z, c.to(device)])
+            misc.print_module_summary(D, [img, c.to(device)])
 
     # Augmentation.
     augment_pipe = None
@@ -193,6 +220,7 @@ def training_loop(
 
     loss = dnnlib.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
     phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
+    optimizers = {'G': phases[0].opt, 'D': phases[-1].opt}
 
     # Metrics are resolved up front so that a bad name fails before any training.
     if metrics:
@@ -207,7 +235,8 @@ def training_loop(
         log('Exporting sample images...')
         grid_size, images, labels = image_grid.setup_snapshot_image_grid(training_set, random_seed, image_grid_size)
         image_grid.save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
-        grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
+        grid_z = torch.randn([labels.shape[0], G.z_dim], generator=torch.Generator().manual_seed(random_seed))
+        grid_z = grid_z.to(device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
 
     # Logs.
@@ -226,12 +255,18 @@ def training_loop(
     # The loop.
     log(f'Training for {total_kimg} kimg...')
     log()
-    cur_nimg = resume_kimg * 1000
+    cur_nimg = start_nimg
     cur_tick = 0
+    batch_idx = 0
+    if state is not None:
+        training_state.restore(state, rank, num_gpus, device, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
+                               optimizers=optimizers, collectors={'ada': ada_stats, 'ticks': stats_collector},
+                               random_seed=random_seed)
+        cur_tick, batch_idx = loop_state['cur_tick'], loop_state['batch_idx']
+        log(f'Resuming exactly from "{resume_state}" at kimg {cur_nimg / 1000:.3f}, tick {cur_tick}')
     tick_start_nimg = cur_nimg
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
-    batch_idx = 0
     if progress_fn is not None:
         progress_fn(0, total_kimg)
     while True:
@@ -275,8 +310,9 @@ def training_loop(
             adjust = np.sign(ada_stats['Loss/signs/real'] - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
             augment_pipe.p.copy_((augment_pipe.p + adjust).clamp(min=0))
 
-        # Tick?
-        done = cur_nimg >= total_kimg * 1000
+        # Tick? A stop request (SIGTERM / SIGUSR1 on any rank) ends the run here, with a training state.
+        preempted = distributed.agree(distributed.stop_requested(), num_gpus, device)
+        done = cur_nimg >= total_kimg * 1000 or preempted
         if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
             continue
 
@@ -311,10 +347,16 @@ def training_loop(
             done = True
             log()
             log('Aborting...')
+        if preempted:
+            log('Stop requested: writing a training state and exiting')
+
+        # Collect statistics (before the snapshot, so a training state holds nothing uncollected).
+        stats_collector.update()
+        stats_dict = stats_collector.as_dict()
 
         # Image snapshot.
         if rank == 0 and image_snapshot_ticks is not None and (done or cur_tick % image_snapshot_ticks == 0):
-            with torch.no_grad(), profiled('image_snapshot'):
+            with torch.no_grad(), profiled('image_snapshot'), rng_neutral(device, seed=random_seed):
                 out = [G_ema(z=z, c=c, noise_mode='const') for z, c in zip(grid_z, grid_c)]
             kimg = cur_nimg // 1000
             images = torch.cat([o['image'] for o in out])
@@ -333,10 +375,18 @@ def training_loop(
                         if module is not None:
                             misc.check_ddp_consistency(module)
                 snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+                rank_states = training_state.gather_rank_states(training_state.capture_rank_state(device), num_gpus)
                 if rank == 0:
                     import legacy
                     legacy.save_network_pkl(snapshot_pkl, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
-                                                 training_set_kwargs=dict(training_set_kwargs))
+                                            training_set_kwargs=dict(training_set_kwargs))
+                    loop = dict(cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx, num_gpus=num_gpus,
+                                batch_size=batch_size, random_seed=random_seed)
+                    training_state.save(os.path.join(run_dir, training_state.state_file_name(cur_nimg // 1000)),
+                                        G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
+                                        training_set_kwargs=dict(training_set_kwargs), optimizers=optimizers,
+                                        loop=loop, rank_states=rank_states, options=training_options,
+                                        collectors={'ada': ada_stats, 'ticks': stats_collector})
 
         # Metrics.
         if snapshot_pkl is not None and metrics:
@@ -344,15 +394,12 @@ def training_loop(
             if rank == 0:
                 log('Evaluating metrics...')
             for metric in metrics:
-                result_dict = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
-                                                      num_gpus=num_gpus, rank=rank, device=device)
+                with rng_neutral(device):
+                    result_dict = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
+                                                          num_gpus=num_gpus, rank=rank, device=device)
                 if rank == 0:
                     metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
                 stats_metrics.update(result_dict.results)
-
-        # Collect statistics.
-        stats_collector.update()
-        stats_dict = stats_collector.as_dict()
 
         # Update logs.
         timestamp = time.time()
