@@ -40,15 +40,45 @@ def parse_grid(value):
     return int(match.group(1)), int(match.group(2))
 
 
-def launch(c: dnnlib.EasyDict, run_dir: str) -> None:
-    """Create the run directory, log to log.txt, and train in this process (one device)."""
+def train_rank(rank: int, num_gpus: int, device, c: dict, run_dir: str) -> None:
+    """One rank's training; rank 0 tees its output to log.txt."""
     from training import training_loop
-    os.makedirs(run_dir)
-    with open(os.path.join(run_dir, 'training_options.json'), 'wt') as f:
-        json.dump(c, f, indent=2)
+    kwargs = {k: v for k, v in c.items() if k not in ('cfg', 'num_gpus')}
+    if rank != 0:
+        training_loop.training_loop(run_dir=run_dir, rank=rank, num_gpus=num_gpus, device=device, **kwargs)
+        return
     with dnnlib.Logger(file_name=os.path.join(run_dir, 'log.txt'), file_mode='a'):
-        kwargs = {k: v for k, v in c.items() if k not in ('cfg',)}
-        training_loop.training_loop(run_dir=run_dir, rank=0, **kwargs)
+        training_loop.training_loop(run_dir=run_dir, rank=rank, num_gpus=num_gpus, device=device,
+                                    training_options=json.loads(json.dumps(c)), **kwargs)
+
+
+def launch(c: dnnlib.EasyDict, run_dir: str, heartbeat_timeout: float) -> None:
+    """Create (or reuse, when resuming a training state) the run directory and train on every rank."""
+    from training import distributed
+    os.makedirs(run_dir, exist_ok=c.get('resume_state') is not None)
+    options_path = os.path.join(run_dir, 'training_options.json')
+    if not os.path.exists(options_path):
+        with dnnlib.util.atomic_write_path(options_path) as tmp, open(tmp, 'wt') as f:
+            json.dump(c, f, indent=2)
+    distributed.launch(train_rank, c.num_gpus, dict(c=dict(c), run_dir=run_dir), heartbeat_timeout=heartbeat_timeout)
+
+
+def resolve_resume(resume: str | None, outdir: str) -> tuple[str | None, str | None]:
+    """(network snapshot to fine-tune from, training state to continue exactly) for --resume."""
+    from training import training_state
+    if resume is None:
+        return None, None
+    if resume == 'latest':
+        try:
+            return None, training_state.find_latest(outdir)
+        except FileNotFoundError:
+            print(f'--resume=latest: no training state under {outdir}; starting a new run', file=sys.stderr)
+            return None, None
+    if os.path.isdir(resume):
+        return None, training_state.find_latest(resume)
+    if training_state.is_training_state(resume):
+        return None, resume
+    return resume, None
 
 
 # Options are upstream's names and spellings; their defaults come from the preset (None = "not given").
@@ -84,6 +114,7 @@ def launch(c: dnnlib.EasyDict, run_dir: str) -> None:
 @click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0))
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 @click.option('--image-grid', 'image_grid', help='Columns x rows of the image snapshots', metavar='WxH', type=str)
+@click.option('--heartbeat-timeout', help='Seconds before a silent rank is taken as dead', metavar='SEC', type=float, default=60.0)
 # EG3D options.
 @click.option('--neural_rendering_resolution_initial', help='Resolution to render at', metavar='INT', type=click.IntRange(min=1))
 @click.option('--neural_rendering_resolution_final', help='Final resolution to render at, if blending', metavar='INT', type=click.IntRange(min=1))
@@ -115,24 +146,29 @@ def main(**kwargs):
     outdir = kwargs.pop('outdir')
     data = kwargs.pop('data')
     cfg = kwargs.pop('cfg')
+    heartbeat_timeout = kwargs.pop('heartbeat_timeout')
     kwargs['metrics'] = parse_comma_list(kwargs['metrics'])
     kwargs['image_grid'] = parse_grid(kwargs['image_grid'])
     try:
+        resume_pkl, resume_state = resolve_resume(kwargs['resume'], outdir)
+        kwargs['resume'] = resume_pkl
         opts = resolve_preset(cfg, kwargs)
         opts['data'] = data
         c, desc = training_options.build_training_options(opts)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
 
-    run_dir = training_options.next_run_dir(outdir, desc)
+    if resume_state is not None:
+        c.resume_state = resume_state
+        run_dir = os.path.dirname(os.path.abspath(resume_state))
+    else:
+        run_dir = training_options.next_run_dir(outdir, desc)
     if dry_run:
         print(json.dumps(c, indent=2))
         print(f'Dry run; would write to {run_dir}', file=sys.stderr)
         return
-    if c.num_gpus > 1:
-        raise click.ClickException('--gpus > 1: multi-process training is not available yet')
     print(f'Output directory: {run_dir}')
-    launch(c, run_dir)
+    launch(c, run_dir, heartbeat_timeout)
 
 
 if __name__ == '__main__':

@@ -24,7 +24,7 @@ UPSTREAM_TRIPLANE = {'triplane_resolution': 256, 'triplane_channels': 32, 'decod
 
 # Keys of the training options that upstream does not have.
 OUR_EXTRA_KEYS = ('cfg', 'image_grid_size', 'ada_interval', 'D_reg_interval', 'ada_target', 'augment_p',
-                  'augment_kwargs', 'cudnn_benchmark', 'resume_kimg')
+                  'augment_kwargs', 'cudnn_benchmark', 'resume_kimg', 'resume_state')
 
 
 class OptionsError(ValueError):
