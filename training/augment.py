@@ -211,8 +211,8 @@ class AugmentPipe(torch.nn.Module):
 
     def sample_params(self, batch_size: int, height: int, width: int, device=None,
                       generator: torch.Generator | None = None) -> AugmentParams:
-        """Draw the per-sample transforms for a batch of height x width images (ADA Appendix B,
-        Figure 24's distributions)."""
+        """Draw the per-sample transforms for a batch of height x width images (the distributions of
+        ADA Appendix B); `generator` makes a draw reproducible."""
         device = self.p.device if device is None else torch.device(device)
         n = batch_size
         p = self.p.to(device=device, dtype=torch.float32)
