@@ -55,9 +55,10 @@ def band_filters(taps, num_bands: int = 4) -> np.ndarray:
     """Zero-phase octave filter bank [num_bands, K] from an orthonormal wavelet low-pass h, lowest band
     first, summing to a unit impulse.
 
-    With L(w) = |H(w)|^2 / 2 (half the autocorrelation of h) and 1 - L its power complement, band k of
-    n covers [pi / 2^(n-k), pi / 2^(n-k-1)]: L(w) L(2w) ... L(2^(n-k-2) w) (1 - L(2^(n-k-1) w)), and band 0
-    is the product of all the low-passes, so the bands telescope to 1.
+    With L(w) = |H(w)|^2 / 2 (half the autocorrelation of h) and 1 - L its power complement, band k >= 1
+    of n covers [pi / 2^(n-k), pi / 2^(n-k-1)] as L(w) L(2w) ... L(2^(n-k-2) w) (1 - L(2^(n-k-1) w)); band 0
+    covers [0, pi / 2^(n-1)] as L(w) L(2w) ... L(2^(n-2) w). The sum telescopes to 1. For n = 4 the
+    edges are pi/8, pi/4, pi/2, the four bands of ADA Appendix B.
     """
     h = np.asarray(taps, dtype=np.float64)
     lo = np.convolve(h, h[::-1]) / 2
@@ -397,6 +398,8 @@ def _reflect_pad(x: torch.Tensor, pad) -> torch.Tensor:
     """Mirror padding [left, right, top, bottom] of any size (repeated reflections when a side needs
     more than the image holds)."""
     left, right, top, bottom = pad
+    if (left or right or top or bottom) and min(x.shape[2:]) < 2:
+        raise ValueError(f'AugmentPipe: cannot mirror-pad images of size {list(x.shape[2:])}')
     while left or right or top or bottom:
         h, w = x.shape[2:]
         step = [min(left, w - 1), min(right, w - 1), min(top, h - 1), min(bottom, h - 1)]
