@@ -2,6 +2,7 @@
 matrices written out as vector formulas, wavelet identities, the p update's arithmetic."""
 
 import copy
+import dataclasses
 import math
 import pickle
 
@@ -156,12 +157,25 @@ def test_filter_bank_splits_octaves():
 # Geometric transforms.
 
 
+def subset(prm, index):
+    return augment.AugmentParams(**{k.name: getattr(prm, k.name)[index] for k in dataclasses.fields(prm)})
+
+
+def covering(prm, name, n):
+    """n samples of a larger draw, taking first one sample of every distinct value of the transform's
+    parameter (both flips, all four quarter turns, a zero and a nonzero integer shift)."""
+    keys = {'xflip': prm.xflip.tolist(), 'rotate90': prm.rotate90.tolist(),
+            'xint': (prm.xint != 0).any(1).tolist()}.get(name, [0] * len(prm.xflip))
+    firsts = [keys.index(k) for k in sorted(set(keys))]
+    return subset(prm, firsts + [i for i in range(len(keys)) if i not in firsts][:n - len(firsts)])
+
+
 @pytest.mark.parametrize('name', GEOMETRIC + ['all'])
 def test_geometric_matches_analytic_warp(name):
     n, c, h, w = 6, 3, 56, 64
     rng = np.random.default_rng()
     pipe = pipe_with(**({k: 1 for k in GEOMETRIC} if name == 'all' else {name: 1}))
-    prm = pipe.sample_params(n, h, w, generator=seeded(int(rng.integers(1 << 31))))
+    prm = covering(pipe.sample_params(64, h, w, generator=seeded(int(rng.integers(1 << 31)))), name, n)
     f = BandLimited(n, c, w, rng)
     x, y = pixel_centres(n, h, w)
     images = torch.tensor(f(x, y), dtype=torch.float32)
@@ -171,9 +185,13 @@ def test_geometric_matches_analytic_warp(name):
     assert mask.sum() > n * 200, 'interior too small to test'
     err = np.abs(out - expected)[np.broadcast_to(mask[:, None], out.shape)]
     assert err.max() < 1e-2, f'{name}: max abs error {err.max():.4f} in the interior'
-    if name != 'all':  # The transform really moved the samples it could move.
-        moved = [not np.allclose(forward_matrix(prm, i), np.eye(3)) for i in range(n)]
-        assert sum(moved) >= (2 if name in ('xflip', 'rotate90') else n)
+    moved = sum(not np.allclose(forward_matrix(prm, i), np.eye(3)) for i in range(n))
+    if name == 'xflip':
+        assert sorted(set(prm.xflip.tolist())) == [0, 1]
+    elif name == 'rotate90':
+        assert sorted(set(prm.rotate90.tolist())) == [0, 1, 2, 3]
+    else:
+        assert moved >= n - 1
 
 
 def test_geometric_same_warp_on_both_halves():
@@ -203,7 +221,7 @@ def test_geometric_second_order_gradients():
 
 @pytest.mark.parametrize('name', COLOUR)
 def test_colour_matches_closed_form(name):
-    n = 8
+    n = 32
     pipe = pipe_with(**{name: 1})
     prm = pipe.sample_params(n, 8, 8, generator=seeded(int(np.random.default_rng().integers(1 << 31))))
     x = torch.rand(n, 3, 8, 8) * 2 - 1
