@@ -320,9 +320,10 @@ def test_probabilities():
 
 
 def test_p_zero_is_exact_identity_and_p_half_changes_images():
-    pipe = pipe_with(0.0, **BGC)
+    pipe = pipe_with(0.0, **BGC, imgfilter=1, noise=1, cutout=1)
     x = torch.rand(4, 6, 16, 16) * 2 - 1
     assert torch.equal(pipe(x), x)
+    assert torch.equal(pipe.apply(x, pipe.sample_params(4, 16, 16)), x)  # A p = 0 draw is the identity.
     pipe.p.fill_(0.5)
     torch.manual_seed(1)
     assert not torch.equal(pipe(x), x)

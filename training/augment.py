@@ -337,6 +337,8 @@ class AugmentPipe(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment [N, C, H, W] images in [-1, 1] (C = 3, or 6 for the dual discriminator) with a fresh draw."""
         _check_images(images)
+        if float(self.p) == 0:  # ADA starts at p = 0: nothing to draw.
+            return images
         prm = self.sample_params(images.shape[0], images.shape[2], images.shape[3], device=images.device)
         return self.apply(images, prm)
 
