@@ -306,9 +306,9 @@ def training_loop(
 
         # ADA: move p toward the target sign of D's real outputs.
         if ada_stats is not None and batch_idx % ada_interval == 0:
+            from training.augment import ada_update
             ada_stats.update()
-            adjust = np.sign(ada_stats['Loss/signs/real'] - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
-            augment_pipe.p.copy_((augment_pipe.p + adjust).clamp(min=0))
+            ada_update(augment_pipe.p, ada_stats['Loss/signs/real'], ada_target, batch_size, ada_interval, ada_kimg)
 
         # Tick? A stop request (SIGTERM / SIGUSR1 on any rank) ends the run here, with a training state.
         preempted = distributed.agree(distributed.stop_requested(), num_gpus, device)
