@@ -1,0 +1,288 @@
+"""Metrics: closed forms (FID, KID, precision/recall, IS), SWD behaviour, detector loading, and the whole
+pipeline with a stand-in TorchScript detector, a tiny generator and a tiny dataset, 1 vs 2 gloo ranks."""
+
+import io
+import json
+import os
+import pickle
+import socket
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import dnnlib
+from metrics import (detectors, frechet_inception_distance, inception_score, kernel_inception_distance, metric_main,
+                     metric_utils, precision_recall, sliced_wasserstein)
+
+# ----------------------------------------------------------------------------
+# Stand-ins with the upstream interfaces.
+
+
+class StandInDetector(torch.nn.Module):
+    """Upstream detector interface: uint8 [N, 3, H, W] -> features (return_features) or probabilities."""
+
+    def __init__(self, dim: int = 12, classes: int = 10):
+        super().__init__()
+        gen = torch.Generator().manual_seed(123)
+        self.register_buffer('proj', torch.randn([48, dim], generator=gen))
+        self.register_buffer('cls', torch.randn([dim, classes], generator=gen))
+
+    def forward(self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(img.float() / 127.5 - 1, 4).flatten(1)
+        f = torch.tanh(x @ self.proj * 2)
+        if return_features:
+            return f
+        return torch.softmax(f @ self.cls * 3, dim=1)
+
+
+class TinyGenerator(torch.nn.Module):
+    """G(z, c) -> {'image': [N, 3, R, R] in [-1, 1]} with internal randomness (noise_mode='random')."""
+
+    def __init__(self, z_dim=8, c_dim=25, img_resolution=32):
+        super().__init__()
+        self.z_dim, self.c_dim, self.img_resolution = z_dim, c_dim, img_resolution
+        gen = torch.Generator().manual_seed(7)
+        self.weight = torch.nn.Parameter(torch.randn([z_dim + c_dim, 3 * 8 * 8], generator=gen) / 3)
+
+    def forward(self, z, c, truncation_psi=1, noise_mode='random'):
+        x = (torch.cat([z, c], dim=1) @ self.weight).reshape(-1, 3, 8, 8)
+        x = F.interpolate(x, size=self.img_resolution, mode='bilinear', align_corners=False)
+        if noise_mode == 'random':
+            x = x + 0.3 * torch.randn_like(x)
+        return dict(image=torch.tanh(x))
+
+
+class TinyDataset:
+    """ImageFolderDataset's interface over an .npz of uint8 images [N, C, R, R] and float32 labels [N, D]."""
+
+    def __init__(self, path, resolution=None, use_labels=False, max_size=None, xflip=False, random_seed=0):
+        with np.load(path) as data:
+            self.images, self.labels = data['images'], data['labels']
+        if resolution is not None and resolution != self.images.shape[-1]:
+            raise ValueError(f'{path}: resolution {self.images.shape[-1]}, asked for {resolution}')
+        self.idx = np.arange(len(self.images))
+        if max_size is not None and max_size < len(self.idx):
+            self.idx = np.sort(np.random.RandomState(random_seed).permutation(len(self.idx))[:max_size])
+        self.flip = np.zeros(len(self.idx), bool)
+        if xflip:
+            self.idx, self.flip = np.tile(self.idx, 2), np.repeat([False, True], len(self.idx))
+        self.use_labels = use_labels
+        self.name = os.path.splitext(os.path.basename(path))[0]
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        img = self.images[self.idx[i]]
+        return (img[:, :, ::-1] if self.flip[i] else img).copy(), self.get_label(i)
+
+    def get_label(self, i):
+        return self.labels[self.idx[i]].copy() if self.use_labels else np.zeros([0], np.float32)
+
+    @property
+    def resolution(self):
+        return self.images.shape[-1]
+
+    @property
+    def image_shape(self):
+        return list(self.images.shape[1:])
+
+
+def _smooth_images(rng, n, res=32, channels=3):
+    """Random smooth colour images with edges, uint8 [n, C, res, res]."""
+    base = rng.standard_normal([n, channels, res // 4, res // 4])
+    up = F.interpolate(torch.from_numpy(base), size=res, mode='bicubic', align_corners=False).numpy()
+    yy, xx = np.mgrid[:res, :res]
+    edges = (np.sin(xx[None] * rng.uniform(0.2, 0.8, [n, 1, 1]) + yy[None] * rng.uniform(0.2, 0.8, [n, 1, 1])) > 0)
+    img = 128 + 40 * up + 50 * edges[:, None]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A detector directory with the stand-in (TorchScript archive named as upstream's) and a tiny dataset."""
+    rng = np.random.default_rng()
+    det_dir = tmp_path / 'detectors'
+    det_dir.mkdir()
+    scripted = torch.jit.script(StandInDetector())
+    for fname in ['inception-2015-12-05.pt', 'vgg16.pt']:
+        torch.jit.save(scripted, str(det_dir / fname))
+    data = tmp_path / 'tiny.npz'
+    np.savez(data, images=_smooth_images(rng, 30), labels=rng.standard_normal([30, 25]).astype(np.float32))
+    dataset_kwargs = dict(class_name='test_metrics.TinyDataset', path=str(data), use_labels=True, xflip=True)
+    return dnnlib.EasyDict(det_dir=str(det_dir), dataset_kwargs=dataset_kwargs, tmp=tmp_path)
+
+# ----------------------------------------------------------------------------
+# Closed forms.
+
+
+def test_fid_diagonal_closed_form():
+    rng = np.random.default_rng()
+    d = 40
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    s1, s2 = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
+    expected = np.square(mu1 - mu2).sum() + np.square(s1 - s2).sum()
+    got = frechet_inception_distance.fid_from_stats(mu1, np.diag(s1 ** 2), mu2, np.diag(s2 ** 2))
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_fid_full_covariances_match_scipy_sqrtm():
+    rng = np.random.default_rng()
+    d = 30
+    a, b = rng.standard_normal([d, 2 * d]), rng.standard_normal([d, 2 * d])
+    s1, s2 = a @ a.T / d, b @ b.T / d
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    ref = (np.square(mu1 - mu2).sum() + np.trace(s1) + np.trace(s2)
+           - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
+    np.testing.assert_allclose(frechet_inception_distance.fid_from_stats(mu1, s1, mu2, s2), ref, rtol=1e-8)
+    assert abs(frechet_inception_distance.fid_from_stats(mu1, s1, mu1, s1)) < 1e-8
+
+
+def test_feature_stats_mean_cov_matches_numpy():
+    rng = np.random.default_rng()
+    x = rng.standard_normal([50, 6]) * 3 + 1
+    stats = metric_utils.FeatureStats(capture_mean_cov=True, capture_all=True, max_items=45)
+    for chunk in np.array_split(x, 4):
+        stats.append(chunk)
+    mean, cov = stats.get_mean_cov()
+    np.testing.assert_allclose(mean, x[:45].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x[:45].T, bias=True), rtol=1e-9, atol=1e-12)
+    assert stats.get_all().shape == (45, 6) and stats.is_full()
+
+
+def _direct_unbiased_mmd2(x, y):
+    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3 by explicit double loops, float64."""
+    m, d = x.shape
+    k = lambda a, b: (float(a @ b) / d + 1) ** 3
+    kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kxy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    return kxx + kyy - 2 * kxy
+
+
+def test_kid_matches_direct_unbiased_mmd():
+    rng = np.random.default_rng()
+    real = rng.standard_normal([25, 5])
+    gen = rng.standard_normal([25, 5]) * 1.3 + 0.4
+    got = kernel_inception_distance.kid_from_features(real, gen, num_subsets=1, max_subset_size=1000)
+    np.testing.assert_allclose(got, _direct_unbiased_mmd2(gen, real), rtol=1e-10)
+    # Many subsets of a subset size below n: still an average of unbiased estimates around the full value.
+    avg = kernel_inception_distance.kid_from_features(real, gen, num_subsets=200, max_subset_size=20)
+    assert abs(avg - got) < 0.25 * abs(got)
+
+
+def _line(points, d=4):
+    """Points on a line embedded in d dimensions (x, 0, ..., 0)."""
+    out = np.zeros([len(points), d], np.float32)
+    out[:, 0] = points
+    return out
+
+
+def test_precision_recall_constructed_sets():
+    # Reals at 0..9 on a line. k = 3 neighbours (self excluded): interior radii 2, end points 3,
+    # points 1 and 8 have radius 2 (neighbours at 1, 1, 2). Real manifold: [-3, 12].
+    real = _line(np.arange(10))
+    # Generated: 6 points inside [-3, 12], 4 far away at 100, 102, 104, 106 (their own cluster).
+    inside = [0.5, 3.5, 11.5, -2.5, 5.2, 7.7]
+    gen = _line(inside + [100, 102, 104, 106])
+    precision, recall = precision_recall.precision_recall_from_features(real, gen, nhood_size=3,
+                                                                        row_batch_size=3, col_batch_size=4)
+    assert precision == pytest.approx(0.6)
+    # Generated radii: 0.5 -> 4.7 (neighbours at 3, 3, 4.7) covers [-4.2, 5.2]; 7.7 -> 4.2 (2.5, 3.8, 4.2)
+    # covers [3.5, 11.9]; the far cluster's balls (radius <= 6) stay far. Every real is covered.
+    assert recall == pytest.approx(1.0)
+    # A generated cluster at 0, 0.4, 0.8, 1.2 (radii 1.2, 0.8, 0.8, 1.2: covers [-1.2, 2.4]) and another
+    # far away: precision 4/8, recall 3/10 (reals 0, 1, 2).
+    gen2 = _line([0.0, 0.4, 0.8, 1.2, 100, 100.4, 100.8, 101.2])
+    precision2, recall2 = precision_recall.precision_recall_from_features(real, gen2, nhood_size=3)
+    assert (precision2, recall2) == (pytest.approx(0.5), pytest.approx(0.3))
+
+
+def test_inception_score_closed_forms():
+    rng = np.random.default_rng()
+    classes = 7
+    onehot = np.eye(classes)[np.tile(np.arange(classes), 10)]  # Each split of 7 holds every class once.
+    mean, std = inception_score.inception_score_from_probs(onehot, num_splits=10)
+    assert mean == pytest.approx(classes, rel=1e-12) and std == pytest.approx(0, abs=1e-12)
+    same = np.tile(rng.dirichlet(np.ones(classes)), [40, 1])  # p(y|x) = p(y): KL 0, IS 1.
+    assert inception_score.inception_score_from_probs(same, num_splits=4)[0] == pytest.approx(1, abs=1e-12)
+
+# ----------------------------------------------------------------------------
+# SWD.
+
+
+def test_laplacian_pyramid_reconstructs_and_descriptors_are_patches():
+    rng = np.random.default_rng()
+    x = torch.from_numpy(rng.standard_normal([2, 3, 64, 64]))
+    levels = sliced_wasserstein.laplacian_pyramid(x, 3)
+    assert [lv.shape[-1] for lv in levels] == [64, 32, 16]
+    rec = levels[-1]
+    for band in reversed(levels[:-1]):
+        rec = band + sliced_wasserstein.pyramid_up(rec)
+    torch.testing.assert_close(rec, x, rtol=0, atol=1e-10)
+    # A constant image has zero band-pass levels and a constant low-pass.
+    const = sliced_wasserstein.laplacian_pyramid(torch.full([1, 3, 32, 32], 7.0, dtype=torch.float64), 2)
+    assert const[0].abs().max() < 1e-12 and (const[1] - 7).abs().max() < 1e-12
+    # Descriptors are the 7x7 neighbourhoods at the recorded positions.
+    ext = sliced_wasserstein.LaplacianDescriptors(resolution=32, seed=3, descriptors_per_level=5)
+    imgs = torch.from_numpy(_smooth_images(rng, 2))
+    feats = ext(imgs, np.array([10, 11]))
+    pos = ext.positions(np.array([10, 11]))
+    lv = sliced_wasserstein.laplacian_pyramid(imgs.float(), 2)
+    per_level = ext.split_levels(feats.numpy())
+    y, x0 = pos[1, 1, 4]
+    np.testing.assert_array_equal(per_level[1].reshape(2, 5, 3, 7, 7)[1, 4], lv[1][1, :, y:y + 7, x0:x0 + 7].numpy())
+
+
+def _swd(real, gen, seeds=(1, 2)):
+    """Average SWD x1e3 between two image sets, descriptor positions drawn with `seeds` (real, generated)."""
+    ext_r = sliced_wasserstein.LaplacianDescriptors(resolution=real.shape[-1], seed=seeds[0])
+    ext_g = sliced_wasserstein.LaplacianDescriptors(resolution=real.shape[-1], seed=seeds[1])
+    fr = ext_r(torch.from_numpy(real), np.arange(len(real))).numpy()
+    fg = ext_g(torch.from_numpy(gen), np.arange(len(gen))).numpy()
+    levels = sliced_wasserstein.swd_from_features(ext_r, fr, fg, seed=0, num_repeats=2)  # 256 directions.
+    return np.mean(list(levels.values()))
+
+
+def _blur(images, sigma):
+    r = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k = torch.from_numpy(k / k.sum()).float()
+    x = torch.from_numpy(images).float()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, [r, r, 0, 0], mode='reflect'), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.conv2d(F.pad(x, [0, 0, r, r], mode='reflect'), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _shuffle_patches(images, fraction, rng, p=8):
+    """Swap a `fraction` of the p x p tiles of each image with random other tiles."""
+    out = images.copy()
+    n, _, r, _ = images.shape
+    tiles = [(i, j) for i in range(0, r, p) for j in range(0, r, p)]
+    for k in range(n):
+        chosen = rng.choice(len(tiles), int(round(fraction * len(tiles))), replace=False)
+        perm = rng.permutation(chosen)
+        for a, b in zip(chosen, perm):
+            (ia, ja), (ib, jb) = tiles[a], tiles[b]
+            out[k, :, ia:ia + p, ja:ja + p] = images[k, :, ib:ib + p, jb:jb + p]
+    return out
+
+
+def test_swd_zero_for_identical_sets_and_growing_with_corruption():
+    rng = np.random.default_rng()
+    real = _smooth_images(rng, 64)
+    assert _swd(real, real, seeds=(1, 1)) == 0  # Same images, same descriptor positions.
+    same = _swd(real, real)  # Same images, other positions: the sampling floor (8192 descriptors per level).
+    blur = [_swd(real, _blur(real, s)) for s in [1, 2, 4]]
+    noise = [_swd(real, np.clip(real + rng.normal(0, s, real.shape), 0, 255).astype(np.uint8)) for s in [15, 40, 90]]
+    shuffle = [_swd(real, _shuffle_patches(real, f, rng)) for f in [0.25, 0.5, 1.0]]
+    for series in [blur, noise, shuffle]:
+        assert np.all(np.diff(series) > 0), (same, blur, noise, shuffle)
+        assert series[0] > 1.2 * same, (same, series)
+    assert same < 0.5 * max(blur[-1], noise[-1], shuffle[-1])
