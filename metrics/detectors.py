@@ -26,7 +26,7 @@ import hashlib
 import io
 import os
 import pickle
-import zipfile
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -137,23 +137,43 @@ def find_detector(name: str, locations: Sequence[str] | str | None = None, cache
 
 
 class _Bytes:
-    """Stand-in for io.BytesIO(data) inside a detector pickle: holds the bytes, does nothing else."""
+    """Stand-in for an io.BytesIO inside a detector pickle (built by a call with the bytes, or by
+    NEWOBJ plus its (value, position, dict) state): holds the bytes, does nothing else."""
 
     def __init__(self, data: bytes = b''):
         if not isinstance(data, (bytes, bytearray)):
             raise pickle.UnpicklingError(f'io.BytesIO: expected bytes, got {type(data).__name__}')
         self.data = bytes(data)
 
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or not state or not isinstance(state[0], (bytes, bytearray)):
+            raise pickle.UnpicklingError('io.BytesIO: expected a (bytes, position, dict) state')
+        self.data = bytes(state[0])
+
+
+def _latin1_bytes(obj: Any, encoding: str = 'utf-8', errors: str = 'strict') -> bytes:
+    """Stand-in for _codecs.encode, which protocol-2 pickles use for bytes: only str -> latin-1 bytes."""
+    if not isinstance(obj, str) or encoding != 'latin1':
+        raise pickle.UnpicklingError('_codecs.encode: only the latin1 encoding of a string is allowed')
+    return obj.encode('latin1')
+
 
 def _jit_load_bytes(f: Any, map_location: Any = None, _extra_files: Any = None) -> torch.jit.ScriptModule:
     """Stand-in for torch.jit.load(io.BytesIO(archive)): the archive's TorchScript, never Python code."""
-    if isinstance(f, _Bytes):
+    if isinstance(f, _Bytes) and hasattr(f, 'data'):
         data = f.data
     elif isinstance(f, (bytes, bytearray)):
         data = bytes(f)
     else:
         raise pickle.UnpicklingError(f'torch.jit.load: expected embedded archive bytes, got {type(f).__name__}')
-    return torch.jit.load(io.BytesIO(data), map_location='cpu')
+    return _jit_load(io.BytesIO(data))
+
+
+def _jit_load(f: Any) -> torch.jit.ScriptModule:
+    """torch.jit.load on the CPU, without its deprecation warning (upstream's detectors are TorchScript)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*torch.jit.load.*deprecated', category=DeprecationWarning)
+        return torch.jit.load(f, map_location='cpu')
 
 
 # The globals a pickle of a TorchScript module may name, each mapped to a safe replacement; in the form
@@ -163,6 +183,7 @@ DETECTOR_PICKLE_GLOBALS: dict[str, Any] = {
     'torch.jit.load':                _jit_load_bytes,
     '_io.BytesIO':                   _Bytes,
     'io.BytesIO':                    _Bytes,
+    '_codecs.encode':                _latin1_bytes,
 }
 
 
@@ -181,10 +202,12 @@ class _DetectorUnpickler(pickle.Unpickler):
 def load_detector_file(path: str) -> torch.jit.ScriptModule:
     """A TorchScript detector from a TorchScript archive or a pickle of one, on the CPU, in eval mode."""
     try:
-        if zipfile.is_zipfile(path):
-            module = torch.jit.load(path, map_location='cpu')
-        else:
-            with open(path, 'rb') as f:
+        with open(path, 'rb') as f:
+            is_archive = f.read(4) == b'PK\x03\x04'  # A zip's first local header (a pickle may embed one later).
+            f.seek(0)
+            if is_archive:
+                module = _jit_load(path)
+            else:
                 module = _DetectorUnpickler(f).load()
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as err:

@@ -34,25 +34,25 @@ class MetricSpec:
     full:             bool = False                     # All reals, no x-flips (max_size=None, xflip=False).
 
 
-def _fid(opts, name, **kwargs):
+def fid_results(opts, name, **kwargs):
     return {name: frechet_inception_distance.compute_fid(opts, **kwargs)}
 
 
-def _kid(opts, name, **kwargs):
+def kid_results(opts, name, **kwargs):
     return {name: kernel_inception_distance.compute_kid(opts, **kwargs)}
 
 
-def _pr(opts, name, **kwargs):
+def pr_results(opts, name, **kwargs):
     precision, recall = precision_recall.compute_pr(opts, **kwargs)
     return {f'{name}_precision': precision, f'{name}_recall': recall}
 
 
-def _is(opts, name, **kwargs):
+def is_results(opts, name, **kwargs):
     mean, std = inception_score.compute_is(opts, **kwargs)
     return {f'{name}_mean': mean, f'{name}_std': std}
 
 
-def _swd(opts, name, **kwargs):
+def swd_results(opts, name, **kwargs):
     per_level, avg = sliced_wasserstein.compute_swd(opts, **kwargs)
     return {name: avg, **{f'{name}_{res}': value for res, value in per_level.items()}}
 
@@ -62,23 +62,23 @@ _PR = dict(nhood_size=3, row_batch_size=10000, col_batch_size=10000)
 
 _registry: dict[str, MetricSpec] = {
     # Upstream's recommended metrics.
-    'fid50k_full': MetricSpec(_fid, dict(num_gen=50000, max_real=None), full=True),
-    'kid50k_full': MetricSpec(_kid, dict(num_gen=50000, max_real=1000000, **_KID), full=True),
-    'pr50k3_full': MetricSpec(_pr, dict(num_gen=50000, max_real=200000, **_PR), full=True),
+    'fid50k_full': MetricSpec(fid_results, dict(num_gen=50000, max_real=None), full=True),
+    'kid50k_full': MetricSpec(kid_results, dict(num_gen=50000, max_real=1000000, **_KID), full=True),
+    'pr50k3_full': MetricSpec(pr_results, dict(num_gen=50000, max_real=200000, **_PR), full=True),
     # Upstream's legacy metrics.
-    'fid50k':      MetricSpec(_fid, dict(num_gen=50000, max_real=50000)),
-    'kid50k':      MetricSpec(_kid, dict(num_gen=50000, max_real=50000, **_KID)),
-    'pr50k3':      MetricSpec(_pr, dict(num_gen=50000, max_real=50000, **_PR)),
-    'is50k':       MetricSpec(_is, dict(num_gen=50000, num_splits=10)),
+    'fid50k':      MetricSpec(fid_results, dict(num_gen=50000, max_real=50000)),
+    'kid50k':      MetricSpec(kid_results, dict(num_gen=50000, max_real=50000, **_KID)),
+    'pr50k3':      MetricSpec(pr_results, dict(num_gen=50000, max_real=50000, **_PR)),
+    'is50k':       MetricSpec(is_results, dict(num_gen=50000, num_splits=10)),
     # Short variants: fewer generated images, the same real statistics (and cache) as the 50k ones.
-    'fid2k_full':  MetricSpec(_fid, dict(num_gen=2000, max_real=None), full=True),
-    'fid10k_full': MetricSpec(_fid, dict(num_gen=10000, max_real=None), full=True),
-    'kid2k_full':  MetricSpec(_kid, dict(num_gen=2000, max_real=1000000, **_KID), full=True),
-    'pr2k3_full':  MetricSpec(_pr, dict(num_gen=2000, max_real=200000, **_PR), full=True),
-    'is2k':        MetricSpec(_is, dict(num_gen=2000, num_splits=10)),
+    'fid2k_full':  MetricSpec(fid_results, dict(num_gen=2000, max_real=None), full=True),
+    'fid10k_full': MetricSpec(fid_results, dict(num_gen=10000, max_real=None), full=True),
+    'kid2k_full':  MetricSpec(kid_results, dict(num_gen=2000, max_real=1000000, **_KID), full=True),
+    'pr2k3_full':  MetricSpec(pr_results, dict(num_gen=2000, max_real=200000, **_PR), full=True),
+    'is2k':        MetricSpec(is_results, dict(num_gen=2000, num_splits=10)),
     # Sliced Wasserstein distance (PGGAN), no pretrained weights: n reals (a seeded subset) vs n generated.
-    'swd2k':       MetricSpec(_swd, dict(num_images=2000), full=True),
-    'swd16k':      MetricSpec(_swd, dict(num_images=16000), full=True),
+    'swd2k':       MetricSpec(swd_results, dict(num_images=2000), full=True),
+    'swd16k':      MetricSpec(swd_results, dict(num_images=16000), full=True),
 }
 
 

@@ -46,7 +46,7 @@ class MetricOptions:
     seed:           int = 0                         # Seed of everything random in a metric.
     batch_size:     int = 64                        # Items per batch (the unit of work split over ranks).
     batch_gen:      int = 4                         # Items per generator call; must divide batch_size.
-    num_workers:    int = 3                         # DataLoader workers for the real images.
+    num_workers:    int = min(3, os.cpu_count() or 1)  # DataLoader workers for the real images (upstream: 3).
     verbose:        bool = False                    # Print progress on rank 0.
 
     def __post_init__(self):

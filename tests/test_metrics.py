@@ -15,9 +15,14 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+import calc_metrics
 import dnnlib
+import legacy
 from metrics import (detectors, frechet_inception_distance, inception_score, kernel_inception_distance, metric_main,
                      metric_utils, precision_recall, sliced_wasserstein)
+
+# The stand-in detector is TorchScript, which torch 2.13 marks deprecated in favour of torch.export.
+pytestmark = pytest.mark.filterwarnings('ignore:.*torch.jit.*deprecated:DeprecationWarning')
 
 # ----------------------------------------------------------------------------
 # Stand-ins with the upstream interfaces.
@@ -286,3 +291,217 @@ def test_swd_zero_for_identical_sets_and_growing_with_corruption():
         assert np.all(np.diff(series) > 0), (same, blur, noise, shuffle)
         assert series[0] > 1.2 * same, (same, series)
     assert same < 0.5 * max(blur[-1], noise[-1], shuffle[-1])
+
+# ----------------------------------------------------------------------------
+# Detectors.
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path, monkeypatch):
+    """Downloads and statistics caches in the test's directory; no detector variables from the caller."""
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib-cache'))
+    for name in [detectors.DIR_ENV] + [detectors.env_var(n) for n in detectors.DETECTORS]:
+        monkeypatch.delenv(name, raising=False)
+
+
+class _EmbeddedArchive:
+    """Pickles as torch.jit.load(io.BytesIO(archive)): a pickle of a TorchScript module built that way."""
+
+    def __init__(self, archive: bytes):
+        self.archive = archive
+
+    def __reduce__(self):
+        return (torch.jit.load, (io.BytesIO(self.archive),))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ('echo should-not-run',))
+
+
+def test_detector_locations_and_safe_pickles(setup, monkeypatch):
+    images = torch.from_numpy(_smooth_images(np.random.default_rng(), 5))
+    archive = os.path.join(setup.det_dir, 'inception-2015-12-05.pt')
+    ref = torch.jit.load(archive)(images, return_features=True)
+
+    # A pickle embedding the archive (protocols 2 and 4) loads to the same TorchScript module.
+    with open(archive, 'rb') as f:
+        data = f.read()
+    for protocol in [2, 4]:
+        pkl = setup.tmp / f'inception-p{protocol}.pkl'
+        pkl.write_bytes(pickle.dumps(_EmbeddedArchive(data), protocol=protocol))
+        det = detectors.load_detector_file(str(pkl))
+        torch.testing.assert_close(det(images, return_features=True), ref, rtol=0, atol=0)
+
+    # Anything else is refused, naming the global, and nothing runs.
+    evil = setup.tmp / 'evil.pkl'
+    evil.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(detectors.DetectorError, match=r'evil\.pkl.*refused global "(posix|nt)\.system"'):
+        detectors.load_detector_file(str(evil))
+
+    # Locations: NAME=PATH beats directories; then $EG3D_DETECTOR_DIR; then the URL.
+    assert detectors.find_detector('vgg16', [f'vgg16={pkl}', setup.det_dir]) == str(pkl)
+    assert detectors.find_detector('inception', [setup.det_dir]) == archive
+    monkeypatch.setenv(detectors.DIR_ENV, setup.det_dir)
+    assert detectors.find_detector('vgg16') == os.path.join(setup.det_dir, 'vgg16.pt')
+    with pytest.raises(detectors.DetectorError, match='a file must be named'):
+        detectors.find_detector('vgg16', [archive])
+
+
+def test_offline_without_detector_names_option_and_url(setup, monkeypatch):
+    url = 'http://127.0.0.1:9/metrics/inception-2015-12-05.pkl'  # Refused locally: nothing leaves the machine.
+    monkeypatch.setitem(detectors.DETECTORS, 'inception', detectors.DetectorSpec('inception', url, ('inception.pt',)))
+    with pytest.raises(detectors.DetectorError) as err:
+        detectors.find_detector('inception', [str(setup.tmp)])
+    for part in ['--detector', url, detectors.DIR_ENV, str(setup.tmp)]:
+        assert part in str(err.value)
+
+# ----------------------------------------------------------------------------
+# The whole pipeline: stand-in detector, tiny generator, tiny dataset; 1 process vs 2 gloo ranks.
+
+TINY_METRICS = ['fid40_full', 'kid40', 'pr40_3_full', 'is40', 'swd30']
+
+
+def _register_tiny_metrics():
+    metric_main.register_metric('fid40_full', metric_main.fid_results, full=True, num_gen=40, max_real=None)
+    metric_main.register_metric('kid40', metric_main.kid_results, num_gen=40, max_real=None, num_subsets=10,
+                                max_subset_size=20)
+    metric_main.register_metric('pr40_3_full', metric_main.pr_results, full=True, num_gen=40, max_real=None,
+                                nhood_size=3, row_batch_size=16, col_batch_size=16)
+    metric_main.register_metric('is40', metric_main.is_results, num_gen=40, num_splits=4)
+    metric_main.register_metric('swd30', metric_main.swd_results, full=True, num_images=30)
+
+
+def _run_tiny_metrics(rank, world, setup, cache_dir):
+    _register_tiny_metrics()
+    results = {}
+    for metric in TINY_METRICS:
+        res = metric_main.calc_metric(metric=metric, G=TinyGenerator(), dataset_kwargs=setup.dataset_kwargs,
+                                      num_gpus=world, rank=rank, device='cpu', detectors=[setup.det_dir],
+                                      cache_dir=cache_dir, batch_size=8, batch_gen=4, num_workers=0)
+        results.update(res.results)
+    return results
+
+
+def _pipeline_worker(rank, world, port, setup, out_dir):
+    torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    results = _run_tiny_metrics(rank, world, setup, os.path.join(out_dir, 'cache2'))
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(results, f)
+    torch.distributed.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_pipeline_one_process_equals_two_gloo_ranks(setup):
+    single = _run_tiny_metrics(0, 1, setup, str(setup.tmp / 'cache1'))
+    assert set(single) == {'fid40_full', 'kid40', 'pr40_3_full_precision', 'pr40_3_full_recall', 'is40_mean',
+                           'is40_std', 'swd30', 'swd30_32', 'swd30_16'}
+    assert all(np.isfinite(v) for v in single.values()), single
+    assert single['fid40_full'] > 0 and 0 <= single['pr40_3_full_precision'] <= 1 and single['is40_mean'] >= 1
+    assert single['swd30'] == pytest.approx((single['swd30_32'] + single['swd30_16']) / 2)
+
+    mp.start_processes(_pipeline_worker, args=(2, _free_port(), setup, str(setup.tmp)), nprocs=2, join=True,
+                       start_method='spawn')
+    for rank in range(2):
+        with open(setup.tmp / f'rank{rank}.json') as f:
+            multi = json.load(f)
+        assert set(multi) == set(single)
+        for name, value in single.items():
+            assert multi[name] == pytest.approx(value, rel=1e-6, abs=1e-9), (rank, name, multi[name], value)
+
+
+def test_real_statistics_order_cache_and_generator_labels(setup):
+    opts = metric_utils.MetricOptions(dataset_kwargs=setup.dataset_kwargs, detectors=[setup.det_dir],
+                                      cache_dir=str(setup.tmp / 'cache'), batch_size=8, num_workers=0)
+    extractor = metric_utils.DetectorFeatures(opts, 'inception', return_features=True)
+    stats = metric_utils.compute_feature_stats_for_dataset(opts, extractor, max_items=50, capture_all=True,
+                                                           capture_mean_cov=True)
+    # Reference: the detector on the dataset's first 50 items (30 images, then 20 x-flipped ones).
+    with np.load(setup.dataset_kwargs['path']) as data:
+        images = data['images']
+    items = np.concatenate([images, images[:20, :, :, ::-1]])
+    ref = torch.jit.load(os.path.join(setup.det_dir, 'inception-2015-12-05.pt'))(
+        torch.from_numpy(items.copy()), return_features=True).double().numpy()
+    np.testing.assert_allclose(stats.get_all(), ref, rtol=1e-5, atol=1e-6)
+    mean, cov = stats.get_mean_cov()
+    np.testing.assert_allclose(mean, ref.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cov, np.cov(ref.T, bias=True), rtol=1e-4, atol=1e-6)
+
+    # The cache: named after dataset and detector; a second pass reads it even if the images change.
+    cached = list((setup.tmp / 'cache' / 'gan-metrics').glob('tiny-inception-*.npz'))
+    assert len(cached) == 1
+    np.savez(setup.dataset_kwargs['path'], images=255 - images, labels=np.zeros([30, 25], np.float32))
+    again = metric_utils.compute_feature_stats_for_dataset(opts, extractor, max_items=50, capture_all=True,
+                                                           capture_mean_cov=True)
+    np.testing.assert_array_equal(again.get_all(), stats.get_all())
+    opts.cache = False
+    fresh = metric_utils.compute_feature_stats_for_dataset(opts, extractor, max_items=50, capture_all=True)
+    assert np.abs(fresh.get_all() - stats.get_all()).max() > 1e-3
+
+    # Generator inputs: per item, independent of the batch the item falls in; labels from the dataset.
+    labels = np.random.default_rng().standard_normal([6, 25]).astype(np.float32)
+    z1, c1 = metric_utils.generator_inputs(opts, range(0, 10), labels, 8)
+    z2, c2 = metric_utils.generator_inputs(opts, range(4, 7), labels, 8)
+    np.testing.assert_array_equal(z1[4:7], z2)
+    np.testing.assert_array_equal(c1[4:7], c2)
+    assert all(any(np.array_equal(c, l) for l in labels) for c in c1)
+    assert len({tuple(c) for c in c1}) > 1
+
+# ----------------------------------------------------------------------------
+# calc_metrics.py: the same code path as the training loop's calc_metric.
+
+
+def test_calc_metrics_cli_matches_calc_metric_and_writes_jsonl(setup, monkeypatch):
+    from click.testing import CliRunner
+    run_dir = setup.tmp / 'run'
+    run_dir.mkdir()
+    (run_dir / 'training_options.json').write_text('{}')
+    snapshot = run_dir / 'network-snapshot-000000.pkl'
+    snapshot.write_bytes(b'stand-in')
+    training_set_kwargs = dict(setup.dataset_kwargs, use_labels=False)  # calc_metrics sets them from G.
+    monkeypatch.setattr(legacy, 'load_network_pkl',
+                        lambda f: dict(G_ema=TinyGenerator(), training_set_kwargs=training_set_kwargs))
+
+    args = ['--network', str(snapshot), '--metrics', 'swd2k,fid2k_full', '--detector', setup.det_dir,
+            '--verbose', 'false']
+    out = CliRunner().invoke(calc_metrics.main, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(line) for line in out.output.splitlines() if line.startswith('{')]
+    assert [line['metric'] for line in lines] == ['swd2k', 'fid2k_full']
+    for line in lines:
+        assert set(line) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl',
+                             'timestamp'}
+        assert line['snapshot_pkl'] == snapshot.name and line['num_gpus'] == 1
+        with open(run_dir / f'metric-{line["metric"]}.jsonl') as f:
+            assert json.loads(f.read().splitlines()[-1])['results'] == line['results']
+
+    # What the training loop computes for the same snapshot (its training_set_kwargs, labels on).
+    expected_kwargs = dict(setup.dataset_kwargs, resolution=32, use_labels=True)
+    for line in lines:
+        direct = metric_main.calc_metric(metric=line['metric'], G=TinyGenerator(), dataset_kwargs=expected_kwargs,
+                                         detectors=[setup.det_dir], num_workers=0)
+        assert line['results'] == pytest.approx(dict(direct.results), rel=1e-9)
+
+
+def test_calc_metrics_cli_errors(setup, monkeypatch):
+    from click.testing import CliRunner
+    snapshot = setup.tmp / 'net.pkl'
+    snapshot.write_bytes(b'stand-in')
+    monkeypatch.setattr(legacy, 'load_network_pkl', lambda f: dict(G_ema=TinyGenerator(), training_set_kwargs=None))
+    runner = CliRunner()
+    out = runner.invoke(calc_metrics.main, ['--network', str(snapshot), '--metrics', 'fid2k_full,nope'])
+    assert out.exit_code != 0 and 'unknown metric(s) nope' in out.output
+    out = runner.invoke(calc_metrics.main, ['--network', str(snapshot), '--metrics', 'swd2k'])
+    assert out.exit_code != 0 and 'give --data' in out.output
+    url = 'http://127.0.0.1:9/metrics/inception-2015-12-05.pkl'  # Refused locally.
+    monkeypatch.setitem(detectors.DETECTORS, 'inception', detectors.DetectorSpec('inception', url, ('x.pt',)))
+    monkeypatch.setattr(legacy, 'load_network_pkl',
+                        lambda f: dict(G_ema=TinyGenerator(), training_set_kwargs=setup.dataset_kwargs))
+    out = runner.invoke(calc_metrics.main, ['--network', str(snapshot), '--metrics', 'fid2k_full', '--verbose', 'false'])
+    assert out.exit_code == 1 and '--detector' in out.output and url in out.output, out.output
