@@ -16,32 +16,45 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from metrics import metric_utils
 
 # ----------------------------------------------------------------------------
 
 
-def _binomial_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The 5x5 binomial filter (1, 4, 6, 4, 1)^2 / 256 of Burt and Adelson's pyramid, one per channel."""
-    k = torch.tensor([1., 4., 6., 4., 1.], dtype=dtype, device=device)
-    k = torch.outer(k, k) / 256
-    return k.expand(channels, 1, 5, 5).contiguous()
+# Burt and Adelson's pyramid with the binomial filter (1, 4, 6, 4, 1) / 16, applied separably, and
+# reflected borders (the sample at the edge is not repeated: x[-1] = x[1]).
+
+
+def _down_1d(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Filter along `dim` and keep the even samples: out[j] = sum_t k[t] x[2j + t - 2]."""
+    n = x.shape[dim]
+    if n % 2 or n < 4:
+        raise ValueError(f'swd: pyramid levels need an even size >= 4 along each axis, got {n}')
+    x = torch.cat([x.narrow(dim, 2, 1), x.narrow(dim, 1, 1), x, x.narrow(dim, n - 2, 1)], dim=dim)  # Reflect 2 | 1.
+    tap = lambda t: x.narrow(dim, t, n - 1).unfold(dim, 1, 2).squeeze(-1)  # x[2j + t - 2], j < n / 2.
+    return (tap(0) + tap(4) + 4 * (tap(1) + tap(3)) + 6 * tap(2)) / 16
+
+
+def _up_1d(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Zero-insertion upsampling along `dim` filtered by 2 k, in polyphase form: even outputs
+    (x[j-1] + 6 x[j] + x[j+1]) / 8, odd outputs (x[j] + x[j+1]) / 2, with the zero-inserted signal's
+    reflected borders (x[-1] = x[1], x[n] = x[n-1])."""
+    n = x.shape[dim]
+    p = torch.cat([x.narrow(dim, 1, 1), x, x.narrow(dim, n - 1, 1)], dim=dim)
+    even = (p.narrow(dim, 0, n) + 6 * p.narrow(dim, 1, n) + p.narrow(dim, 2, n)) / 8
+    odd = (p.narrow(dim, 1, n) + p.narrow(dim, 2, n)) / 2
+    return torch.stack([even, odd], dim=dim + 1).flatten(dim, dim + 1)
 
 
 def pyramid_down(x: torch.Tensor) -> torch.Tensor:
-    """Blur with the binomial filter (reflected borders) and keep every other pixel: [N, C, H/2, W/2]."""
-    k = _binomial_kernel(x.shape[1], x.dtype, x.device)
-    return F.conv2d(F.pad(x, [2, 2, 2, 2], mode='reflect'), k, stride=2, groups=x.shape[1])
+    """Blur with the 5x5 binomial filter and keep every other pixel: [N, C, H, W] -> [N, C, H/2, W/2]."""
+    return _down_1d(_down_1d(x, 3), 2)
 
 
 def pyramid_up(x: torch.Tensor) -> torch.Tensor:
-    """Insert zeros between pixels and interpolate with 4x the binomial filter: [N, C, 2H, 2W]."""
-    n, c, h, w = x.shape
-    y = torch.zeros([n, c, 2 * h, 2 * w], dtype=x.dtype, device=x.device)
-    y[:, :, ::2, ::2] = x * 4
-    return F.conv2d(F.pad(y, [2, 2, 2, 2], mode='reflect'), _binomial_kernel(c, x.dtype, x.device), groups=c)
+    """Insert zeros between pixels and interpolate with 4x the 5x5 binomial filter: [N, C, 2H, 2W]."""
+    return _up_1d(_up_1d(x, 3), 2)
 
 
 def laplacian_pyramid(x: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
@@ -123,34 +136,34 @@ class LaplacianDescriptors:
 # ----------------------------------------------------------------------------
 
 
-def normalize_descriptors(desc: torch.Tensor) -> torch.Tensor:
-    """Per colour channel zero mean, unit standard deviation over all descriptors of a set [M, C, p, p]."""
-    desc = desc.double()
-    mean = desc.mean(dim=(0, 2, 3), keepdim=True)
-    std = desc.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
-    return ((desc - mean) / std.clamp(min=1e-8)).float().flatten(1)
+def normalize_descriptors(desc: np.ndarray) -> np.ndarray:
+    """Per colour channel zero mean, unit standard deviation over all descriptors of a set [M, C, p, p]
+    -> [M, C * p * p] float32 (moments in float64)."""
+    desc = np.asarray(desc, np.float32)
+    mean = desc.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+    out = desc - mean
+    std = np.sqrt(np.square(out).mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)).astype(np.float32)
+    out /= np.maximum(std, 1e-8)
+    return out.reshape(len(out), -1)
 
 
-def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
-    """Each row sorted; on the CPU through NumPy, whose vectorised sort is several times faster here."""
-    if x.device.type == 'cpu':
-        return torch.from_numpy(np.sort(x.numpy(), axis=1))
-    return x.sort(dim=1).values
-
-
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, num_dirs: int = 128, num_repeats: int = 4,
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, num_dirs: int = 128, num_repeats: int = 4,
                        seed: int = 0) -> float:
-    """Mean over random unit directions u of mean_i |sort(a u)_i - sort(b u)_i| for equal-size sets [M, D]."""
+    """Mean over random unit directions u of mean_i |sort(a u)_i - sort(b u)_i| for equal-size sets [M, D]
+    (NumPy on the CPU: its vectorised sort is several times faster than torch's here)."""
     if a.shape != b.shape:
         raise ValueError(f'swd: the two descriptor sets must have equal shapes, got {list(a.shape)} and {list(b.shape)}')
-    gen = torch.Generator(device='cpu').manual_seed(seed)
+    rng = np.random.default_rng(seed)
     total = 0.0
     for _ in range(num_repeats):
-        dirs = torch.randn([num_dirs, a.shape[1]], generator=gen).to(a.device)
-        dirs /= dirs.norm(dim=1, keepdim=True)
-        pa = _sorted_rows(dirs @ a.T)
-        pb = _sorted_rows(dirs @ b.T)
-        total += float((pa - pb).abs().mean(dtype=torch.float64))
+        dirs = rng.standard_normal([num_dirs, a.shape[1]]).astype(np.float32)
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        pa = dirs @ a.T
+        pb = dirs @ b.T
+        pa.sort(axis=1)
+        pb.sort(axis=1)
+        pa -= pb
+        total += float(np.abs(pa, out=pa).mean(axis=1).mean())
     return total / num_repeats
 
 
@@ -161,10 +174,8 @@ def swd_from_features(extractor: LaplacianDescriptors, real: np.ndarray, gen: np
         raise ValueError(f'swd: real and generated sets differ in size: {list(real.shape)} vs {list(gen.shape)}')
     out = {}
     for l, (r, g) in enumerate(zip(extractor.split_levels(real), extractor.split_levels(gen))):
-        a = normalize_descriptors(torch.from_numpy(np.asarray(r)))
-        b = normalize_descriptors(torch.from_numpy(np.asarray(g)))
-        out[extractor.resolutions[l]] = 1e3 * sliced_wasserstein(a, b, num_dirs, num_repeats,
-                                                                 seed=metric_utils.seed_of(seed, 5, l))
+        out[extractor.resolutions[l]] = 1e3 * sliced_wasserstein(normalize_descriptors(r), normalize_descriptors(g),
+                                                                 num_dirs, num_repeats, seed=metric_utils.seed_of(seed, 5, l))
     return out
 
 
