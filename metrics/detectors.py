@@ -126,11 +126,11 @@ def find_detector(name: str, locations: Sequence[str] | str | None = None, cache
         return dnnlib.open_url(spec.url, cache_dir=cache_dir, return_filename=True)
     except OSError as err:
         looked = ', '.join(entries + [p for p in os.environ.get(DIR_ENV, '').split(os.pathsep) if p]) or 'nowhere'
+        detail = str(err) if isinstance(err, dnnlib.OfflineError) else f'fetching {spec.url} failed ({err})'
         raise DetectorError(
-            f'the {name} detector is not available offline: no local copy of {" or ".join(spec.files)} '
-            f'(looked in: {looked}) and fetching {spec.url} failed ({err}). Give it with {OPTION}=DIR or '
-            f'{OPTION}={name}=PATH, or set ${DIR_ENV} or ${env_var(name)}, or place the file in the '
-            f'download cache as the message above says.') from None
+            f'the {name} detector is not available: no local copy of {" or ".join(spec.files)} (looked in: {looked}), '
+            f'and {detail}. Give it with {OPTION}=DIR or {OPTION}={name}=PATH, or set ${DIR_ENV} or '
+            f'${env_var(name)}.') from None
 
 # ----------------------------------------------------------------------------
 # Loading without executing code from the file.

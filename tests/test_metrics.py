@@ -54,7 +54,10 @@ class TinyGenerator(torch.nn.Module):
         gen = torch.Generator().manual_seed(7)
         self.weight = torch.nn.Parameter(torch.randn([z_dim + c_dim, 3 * 8 * 8], generator=gen) / 3)
 
+    calls = 0  # Forward calls in this process (shows how work was split over ranks).
+
     def forward(self, z, c, truncation_psi=1, noise_mode='random'):
+        TinyGenerator.calls += 1
         x = (torch.cat([z, c], dim=1) @ self.weight).reshape(-1, 3, 8, 8)
         x = F.interpolate(x, size=self.img_resolution, mode='bilinear', align_corners=False)
         if noise_mode == 'random':
@@ -391,21 +394,22 @@ def _register_tiny_metrics():
 
 def _run_tiny_metrics(rank, world, setup, cache_dir):
     _register_tiny_metrics()
+    TinyGenerator.calls = 0
     results = {}
     for metric in TINY_METRICS:
         res = metric_main.calc_metric(metric=metric, G=TinyGenerator(), dataset_kwargs=setup.dataset_kwargs,
                                       num_gpus=world, rank=rank, device='cpu', detectors=[setup.det_dir],
                                       cache_dir=cache_dir, batch_size=8, batch_gen=4, num_workers=0)
         results.update(res.results)
-    return results
+    return results, TinyGenerator.calls
 
 
 def _pipeline_worker(rank, world, port, setup, out_dir):
     torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
     torch.set_num_threads(1)
-    results = _run_tiny_metrics(rank, world, setup, os.path.join(out_dir, 'cache2'))
+    results, calls = _run_tiny_metrics(rank, world, setup, os.path.join(out_dir, 'cache2'))
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
-        json.dump(results, f)
+        json.dump(dict(results=results, calls=calls), f)
     torch.distributed.destroy_process_group()
 
 
@@ -416,7 +420,7 @@ def _free_port():
 
 
 def test_pipeline_one_process_equals_two_gloo_ranks(setup):
-    single = _run_tiny_metrics(0, 1, setup, str(setup.tmp / 'cache1'))
+    single, single_calls = _run_tiny_metrics(0, 1, setup, str(setup.tmp / 'cache1'))
     assert set(single) == {'fid40_full', 'kid40', 'pr40_3_full_precision', 'pr40_3_full_recall', 'is40_mean',
                            'is40_std', 'swd30', 'swd30_32', 'swd30_16'}
     assert all(np.isfinite(v) for v in single.values()), single
@@ -425,12 +429,16 @@ def test_pipeline_one_process_equals_two_gloo_ranks(setup):
 
     mp.start_processes(_pipeline_worker, args=(2, _free_port(), setup, str(setup.tmp)), nprocs=2, join=True,
                        start_method='spawn')
+    calls = []
     for rank in range(2):
         with open(setup.tmp / f'rank{rank}.json') as f:
             multi = json.load(f)
+        multi, _ = multi['results'], calls.append(multi['calls'])
         assert set(multi) == set(single)
         for name, value in single.items():
             assert multi[name] == pytest.approx(value, rel=1e-6, abs=1e-9), (rank, name, multi[name], value)
+    # The generator work was split (batches of 8 dealt round-robin), not repeated on each rank.
+    assert sum(calls) == single_calls and 0 < calls[1] < calls[0]
 
 
 def test_real_statistics_order_cache_and_generator_labels(setup):
