@@ -31,8 +31,8 @@ def _comma_list(ctx, param, value: str) -> list[str]:
         raise click.BadParameter('give at least one metric name', param=param)
     bad = [n for n in names if not metric_main.is_valid_metric(n)]
     if bad:
-        raise click.BadParameter(f'unknown metric(s) {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())}',
-                                 param=param)
+        valid = ', '.join(metric_main.list_valid_metrics())
+        raise click.BadParameter(f'unknown metric(s) {", ".join(bad)}; valid: {valid}', param=param)
     return names
 
 
@@ -87,7 +87,8 @@ def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
 @click.option('--network', 'network_pkl', help='Network snapshot (path or URL)', metavar='PATH', required=True)
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid50k_full',
               show_default=True, callback=_comma_list)
-@click.option('--data', help='Real images (dataset folder or zip) [default: the snapshot\'s training set]', metavar='PATH')
+@click.option('--data', metavar='PATH',
+              help='Real images (dataset folder or zip) [default: the snapshot\'s training set]')
 @click.option('--mirror', help='Enable dataset x-flips [default: as in training]', type=bool, metavar='BOOL')
 @click.option('--gpus', 'num_gpus', help='Number of processes (GPUs, or CPU processes without CUDA)',
               type=click.IntRange(min=1), default=1, show_default=True)

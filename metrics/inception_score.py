@@ -17,7 +17,8 @@ def inception_score_from_probs(probs: np.ndarray, num_splits: int) -> tuple[floa
     """(mean, std) over splits of exp(mean_i sum_y p_iy (log p_iy - log mean_j p_jy))."""
     probs = np.asarray(probs, np.float64)
     if probs.ndim != 2 or probs.shape[0] < num_splits:
-        raise ValueError(f'inception score: expected probabilities [N >= {num_splits}, classes], got {list(probs.shape)}')
+        raise ValueError(f'inception score: expected probabilities [N >= {num_splits}, classes], '
+                         f'got {list(probs.shape)}')
     n = probs.shape[0]
     scores = []
     for k in range(num_splits):

@@ -33,7 +33,8 @@ def kid_from_features(real: np.ndarray, gen: np.ndarray, num_subsets: int, max_s
         raise ValueError(f'kid: mismatched features {list(real.shape)} and {list(gen.shape)}')
     m = min(real.shape[0], gen.shape[0], max_subset_size)
     if m < 2:
-        raise ValueError(f'kid: needs at least 2 items in each set, got {real.shape[0]} real and {gen.shape[0]} generated')
+        raise ValueError(f'kid: needs at least 2 items in each set, got {real.shape[0]} real and '
+                         f'{gen.shape[0]} generated')
     rng = np.random.default_rng(metric_utils.seed_of(seed, 3))
     total = 0.0
     for _ in range(num_subsets):

@@ -32,22 +32,28 @@ from torch_utils.misc import profiled
 # ----------------------------------------------------------------------------
 
 
+def _dict():
+    return dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class MetricOptions:
-    G:              torch.nn.Module | None = None   # Generator: G(z, c, **G_kwargs)['image'] in [-1, 1].
-    G_kwargs:       dict = dataclasses.field(default_factory=dict)  # Extra generator call kwargs (truncation_psi, ...).
-    dataset_kwargs: dict = dataclasses.field(default_factory=dict)  # dnnlib.construct_class_by_name kwargs of the real set.
-    num_gpus:       int = 1                         # Ranks taking part (process group set up by the caller).
-    rank:           int = 0                         # This process's rank.
-    device:         torch.device = torch.device('cpu')
-    detectors:      Sequence[str] | str | None = None  # --detector locations (directories or NAME=PATH).
-    cache:          bool = True                     # Read and write the real-statistics cache.
-    cache_dir:      str | None = None               # Root of the caches; None = dnnlib.make_cache_dir_path().
-    seed:           int = 0                         # Seed of everything random in a metric.
-    batch_size:     int = 64                        # Items per batch (the unit of work split over ranks).
-    batch_gen:      int = 4                         # Items per generator call; must divide batch_size.
-    num_workers:    int = min(3, os.cpu_count() or 1)  # DataLoader workers for the real images (upstream: 3).
-    verbose:        bool = False                    # Print progress on rank 0.
+    """Everything a metric needs besides its own sample counts."""
+
+    G:              torch.nn.Module | None = None       # Generator: G(z, c, **G_kwargs)['image'] in [-1, 1].
+    G_kwargs:       dict = _dict()                      # Extra generator call kwargs (truncation_psi, ...).
+    dataset_kwargs: dict = _dict()                      # construct_class_by_name kwargs of the real images.
+    num_gpus:       int = 1                             # Ranks taking part (process group set up by the caller).
+    rank:           int = 0                             # This process's rank.
+    device:         torch.device = torch.device('cpu')  # Where the generator and the detector run.
+    detectors:      Sequence[str] | str | None = None   # --detector locations (directories or NAME=PATH).
+    cache:          bool = True                         # Read and write the real-statistics cache.
+    cache_dir:      str | None = None                   # Root of the caches; None = dnnlib.make_cache_dir_path().
+    seed:           int = 0                             # Seed of everything random in a metric.
+    batch_size:     int = 64                            # Items per batch (the unit of work split over ranks).
+    batch_gen:      int = 4                             # Items per generator call; must divide batch_size.
+    num_workers:    int = min(3, os.cpu_count() or 1)   # DataLoader workers for the real images (upstream: 3).
+    verbose:        bool = False                        # Print progress on rank 0.
 
     def __post_init__(self):
         self.device = torch.device(self.device)

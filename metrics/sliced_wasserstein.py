@@ -70,7 +70,8 @@ def laplacian_pyramid(x: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
 
 def pyramid_resolutions(resolution: int, min_resolution: int = 16) -> list[int]:
     """Level resolutions, full first: 128 -> [128, 64, 32, 16]."""
-    if resolution < min_resolution or resolution % min_resolution or not math.log2(resolution // min_resolution).is_integer():
+    ratio = resolution // min_resolution
+    if resolution < min_resolution or resolution % min_resolution or not math.log2(ratio).is_integer():
         raise ValueError(f'swd: image resolution {resolution} must be {min_resolution} times a power of two')
     return [resolution >> k for k in range(int(math.log2(resolution // min_resolution)) + 1)]
 
@@ -113,8 +114,8 @@ class LaplacianDescriptors:
     def __call__(self, images: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
         n, c, h, w = images.shape
         if c != self.channels or h != self.resolutions[0] or w != self.resolutions[0]:
-            raise ValueError(f'swd: expected images [N, {self.channels}, {self.resolutions[0]}, {self.resolutions[0]}], '
-                             f'got {list(images.shape)}')
+            res = self.resolutions[0]
+            raise ValueError(f'swd: expected images [N, {self.channels}, {res}, {res}], got {list(images.shape)}')
         levels = laplacian_pyramid(images.float(), len(self.resolutions))
         pos = torch.from_numpy(self.positions(indices)).to(images.device)
         offsets = torch.arange(self.patch, device=images.device)
@@ -152,7 +153,8 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, num_dirs: int = 128, num_re
     """Mean over random unit directions u of mean_i |sort(a u)_i - sort(b u)_i| for equal-size sets [M, D]
     (NumPy on the CPU: its vectorised sort is several times faster than torch's here)."""
     if a.shape != b.shape:
-        raise ValueError(f'swd: the two descriptor sets must have equal shapes, got {list(a.shape)} and {list(b.shape)}')
+        raise ValueError(f'swd: the two descriptor sets must have equal shapes, got {list(a.shape)} and '
+                         f'{list(b.shape)}')
     rng = np.random.default_rng(seed)
     total = 0.0
     for _ in range(num_repeats):
@@ -174,8 +176,9 @@ def swd_from_features(extractor: LaplacianDescriptors, real: np.ndarray, gen: np
         raise ValueError(f'swd: real and generated sets differ in size: {list(real.shape)} vs {list(gen.shape)}')
     out = {}
     for l, (r, g) in enumerate(zip(extractor.split_levels(real), extractor.split_levels(gen))):
-        out[extractor.resolutions[l]] = 1e3 * sliced_wasserstein(normalize_descriptors(r), normalize_descriptors(g),
-                                                                 num_dirs, num_repeats, seed=metric_utils.seed_of(seed, 5, l))
+        a, b = normalize_descriptors(r), normalize_descriptors(g)
+        out[extractor.resolutions[l]] = 1e3 * sliced_wasserstein(a, b, num_dirs, num_repeats,
+                                                                 seed=metric_utils.seed_of(seed, 5, l))
     return out
 
 
@@ -192,7 +195,8 @@ def compute_swd(opts: metric_utils.MetricOptions, num_images: int) -> tuple[dict
     real_desc = LaplacianDescriptors(seed=metric_utils.seed_of(opts.seed, 0), **shape)
     gen_desc = LaplacianDescriptors(seed=metric_utils.seed_of(opts.seed, 1), **shape)
     stats = dict(capture_all=True, store_dtype='float16')
-    real = metric_utils.compute_feature_stats_for_dataset(opts, real_desc, max_items=num, subset_seed=opts.seed, **stats)
+    real = metric_utils.compute_feature_stats_for_dataset(opts, real_desc, max_items=num, subset_seed=opts.seed,
+                                                          **stats)
     gen = metric_utils.compute_feature_stats_for_generator(opts, gen_desc, num, **stats)
     if opts.rank != 0:
         return {res: float('nan') for res in real_desc.resolutions}, float('nan')

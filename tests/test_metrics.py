@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import socket
-import sys
 
 import numpy as np
 import pytest
@@ -529,5 +528,6 @@ def test_calc_metrics_cli_errors(setup, monkeypatch):
     monkeypatch.setitem(detectors.DETECTORS, 'inception', detectors.DetectorSpec('inception', url, ('x.pt',)))
     monkeypatch.setattr(legacy, 'load_network_pkl',
                         lambda f: dict(G_ema=TinyGenerator(), training_set_kwargs=setup.dataset_kwargs))
-    out = runner.invoke(calc_metrics.main, ['--network', str(snapshot), '--metrics', 'fid2k_full', '--verbose', 'false'])
+    out = runner.invoke(calc_metrics.main, ['--network', str(snapshot), '--metrics', 'fid2k_full',
+                                            '--verbose', 'false'])
     assert out.exit_code == 1 and '--detector' in out.output and url in out.output, out.output
