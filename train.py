@@ -52,6 +52,25 @@ def train_rank(rank: int, num_gpus: int, device, c: dict, run_dir: str) -> None:
                                     training_options=json.loads(json.dumps(c)), **kwargs)
 
 
+def parse_settings(settings) -> dict:
+    """['a=1', 'rendering.depth_resolution=8', 'sr_kwargs={"block_channels": [16, 16]}'] -> nested overrides."""
+    out: dict = {}
+    for item in settings:
+        key, sep, text = item.partition('=')
+        if not sep or not key.strip():
+            raise click.BadParameter(f'expected KEY=VALUE, got {item!r}', param_hint='--set')
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # A bare string.
+        *parents, leaf = key.strip().split('.')
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return out
+
+
 def launch(c: dnnlib.EasyDict, run_dir: str, heartbeat_timeout: float) -> None:
     """Create (or reuse, when resuming a training state) the run directory and train on every rank."""
     from training import distributed
@@ -114,6 +133,7 @@ def resolve_resume(resume: str | None, outdir: str) -> tuple[str | None, str | N
 @click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0))
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 @click.option('--image-grid', 'image_grid', help='Columns x rows of the image snapshots', metavar='WxH', type=str)
+@click.option('--set', 'settings', help='Set any preset field, e.g. triplane_resolution=32 or rendering.depth_resolution=8 (JSON values; repeatable)', metavar='KEY=VALUE', multiple=True)
 @click.option('--heartbeat-timeout', help='Seconds before a silent rank is taken as dead', metavar='SEC', type=float, default=60.0)
 # EG3D options.
 @click.option('--neural_rendering_resolution_initial', help='Resolution to render at', metavar='INT', type=click.IntRange(min=1))
@@ -147,12 +167,16 @@ def main(**kwargs):
     data = kwargs.pop('data')
     cfg = kwargs.pop('cfg')
     heartbeat_timeout = kwargs.pop('heartbeat_timeout')
+    settings = parse_settings(kwargs.pop('settings'))
     kwargs['metrics'] = parse_comma_list(kwargs['metrics'])
     kwargs['image_grid'] = parse_grid(kwargs['image_grid'])
     try:
         resume_pkl, resume_state = resolve_resume(kwargs['resume'], outdir)
         kwargs['resume'] = resume_pkl
-        opts = resolve_preset(cfg, kwargs)
+        for key in settings:
+            if kwargs.get(key) is not None:
+                raise ValueError(f'--set {key}=... and --{key.replace("_", "-")} both given')
+        opts = resolve_preset(cfg, {**kwargs, **settings})
         opts['data'] = data
         c, desc = training_options.build_training_options(opts)
     except (ValueError, OSError) as err:

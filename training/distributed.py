@@ -181,10 +181,11 @@ def run_rank(fn, info: RankInfo, kwargs: dict, heartbeat_timeout: float = 60.0) 
     backend = 'nccl' if device.type == 'cuda' else 'gloo'
     watchdog = None
     if info.world_size > 1:
-        store = torch.distributed.TCPStore(info.master_addr, info.master_port, info.world_size,
-                                           is_master=(info.rank == 0), timeout=datetime.timedelta(minutes=10))
-        torch.distributed.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,
-                                             timeout=datetime.timedelta(minutes=30))
+        # env:// hosts the store on rank 0, or joins torchrun's agent store when torchrun set one up.
+        os.environ.update(MASTER_ADDR=info.master_addr, MASTER_PORT=str(info.master_port), RANK=str(info.rank),
+                          WORLD_SIZE=str(info.world_size), LOCAL_RANK=str(info.local_rank))
+        torch.distributed.init_process_group(backend, init_method='env://', rank=info.rank,
+                                             world_size=info.world_size, timeout=datetime.timedelta(minutes=30))
         watchdog = Watchdog(info, heartbeat_timeout)
     install_stop_handlers()
     try:

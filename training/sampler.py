@@ -1,7 +1,9 @@
 """InfiniteSampler: an endless, seeded, rank-aware stream of dataset indices with a windowed shuffle.
 
 The stream is one global sequence shared by all ranks; rank r takes the positions p with
-p % num_replicas == r. The sequence walks over a seeded permutation of the dataset; after yielding the
+(p // block_size) % num_replicas == r (block_size 1: interleaved, as upstream; the training loop uses
+its per-rank batch so that each rank's share of a global batch is contiguous, and one process with
+gradient accumulation sees exactly what several ranks see). The sequence walks over a seeded permutation of the dataset; after yielding the
 item at slot i it swaps that slot with a random slot among the `window` slots ending at i (never
 wrapping round past slot 0). Each pass (n consecutive positions from a multiple of n) therefore
 yields every item exactly once, so the ranks see disjoint items within a pass and together the whole
@@ -30,6 +32,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         seed:         int = 0,      # Seed of the permutation and of the window swaps.
         window_size:  float = 0.5,  # Swap window as a fraction of the dataset length (0 = fixed order).
         start_idx:    int = 0,      # Global position to start from (cur_nimg when resuming).
+        block_size:   int = 1,      # Ranks take blocks of this many consecutive positions in turn (1 = interleaved).
     ):
         if len(dataset) <= 0:
             raise ValueError('InfiniteSampler: the dataset is empty')
@@ -47,6 +50,9 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.seed = seed
         self.window_size = window_size
         self.start_idx = int(start_idx)
+        if block_size < 1:
+            raise ValueError(f'InfiniteSampler: block_size {block_size} must be >= 1')
+        self.block_size = int(block_size)
 
     def __iter__(self):
         n = self.size
@@ -74,7 +80,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
             i = pos % n
             if i == 0 and pos != self.start_idx:
                 offsets = new_offsets()
-            if pos % self.num_replicas == self.rank:
+            if (pos // self.block_size) % self.num_replicas == self.rank:
                 yield order[i]
             if mixing:
                 j = i - offsets[i]

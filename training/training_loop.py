@@ -57,19 +57,32 @@ def rng_neutral(device: torch.device, seed: int | None = None):
             random.setstate(py_state)
 
 
+def _fault_injection(rank: int) -> int | None:
+    """EG3D_FAULT_INJECT='rank=R,batch=B' makes rank R raise at batch B (tests of failure handling)."""
+    spec = os.environ.get('EG3D_FAULT_INJECT')
+    if not spec:
+        return None
+    fields = dict(item.split('=') for item in spec.split(','))
+    return int(fields['batch']) if int(fields['rank']) == rank else None
+
+
 def _distributed(num_gpus: int) -> bool:
     return num_gpus > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def average_gradients(module: torch.nn.Module, num_gpus: int) -> None:
-    """Average gradients across ranks in one flat all-reduce, then scrub NaN/Inf (NaN -> 0, +-Inf -> +-1e5)."""
+def average_gradients(module: torch.nn.Module, num_gpus: int, num_microbatches: int) -> None:
+    """Sum gradients across ranks in one flat all-reduce and divide by the number of micro-batches (each
+    contributed the gradient of its mean loss), then scrub NaN/Inf (NaN -> 0, +-Inf -> +-1e5).
+
+    Upstream divides by the number of ranks only, so its gradient scale grows with gradient
+    accumulation; here one process accumulating N micro-batches equals N ranks with one each."""
     params = [p for p in module.parameters() if p.numel() > 0 and p.grad is not None]
     if not params:
         return
     flat = torch.cat([p.grad.flatten() for p in params])
     if _distributed(num_gpus):
         torch.distributed.all_reduce(flat)
-        flat /= num_gpus
+    flat /= num_microbatches
     torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
     for p, g in zip(params, flat.split([p.numel() for p in params])):
         p.grad = g.reshape(p.shape)
@@ -86,6 +99,14 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
         G_ema.neural_rendering_resolution = G.neural_rendering_resolution
     if hasattr(G, 'rendering_kwargs'):
         G_ema.rendering_kwargs = G.rendering_kwargs.copy()
+
+
+def microbatch_seed(random_seed: int, batch_idx: int, phase_idx: int, microbatch: int) -> int:
+    """Seed of everything random in one micro-batch of one phase (latents, camera labels, GPC swaps,
+    renderer jitter, augmentation, regulariser points). A function of the global micro-batch index, so
+    results do not depend on how the batch is spread over ranks, and a resumed run draws the same."""
+    state = np.random.SeedSequence([random_seed, batch_idx, phase_idx, microbatch]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
 
 
 def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval) -> list:
@@ -165,7 +186,7 @@ def training_loop(
     loop_state = state['training_state']['loop'] if state is not None else None
     start_nimg = loop_state['cur_nimg'] if loop_state is not None else resume_kimg * 1000
     sampler = InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed,
-                              start_idx=start_nimg - resume_kimg * 1000)
+                              start_idx=start_nimg - resume_kimg * 1000, block_size=batch_size // num_gpus)
     loader_kwargs = dict(data_loader_kwargs)
     if device.type != 'cuda':
         loader_kwargs['pin_memory'] = False
@@ -269,32 +290,38 @@ def training_loop(
     maintenance_time = tick_start_time - start_time
     if progress_fn is not None:
         progress_fn(0, total_kimg)
+    microbatches_per_rank = batch_size // (num_gpus * batch_gpu)
+    fault = _fault_injection(rank)
     while True:
+        if fault is not None and batch_idx == fault:
+            raise RuntimeError(f'injected failure on rank {rank} at batch {batch_idx} (EG3D_FAULT_INJECT)')
+
         # Fetch data.
         with profiled('data_fetch'):
             phase_real_img, phase_real_c = next(training_set_iterator)
             phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
             phase_real_c = phase_real_c.to(device).split(batch_gpu)
-            all_gen_z = torch.randn([len(phases) * batch_size, G.z_dim], device=device)
-            all_gen_z = [z.split(batch_gpu) for z in all_gen_z.split(batch_size)]
-            all_gen_c = [training_set.get_label(np.random.randint(len(training_set)))
-                         for _ in range(len(phases) * batch_size)]
-            all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device)
-            all_gen_c = [c.split(batch_gpu) for c in all_gen_c.split(batch_size)]
 
-        # Execute the phases.
-        for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
+        # Execute the phases, each micro-batch with its own random streams.
+        for phase_idx, phase in enumerate(phases):
             if batch_idx % phase.interval != 0:
                 continue
             with profiled(phase.name):
                 phase.opt.zero_grad(set_to_none=True)
                 phase.module.requires_grad_(True)
-                for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
-                    loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z,
-                                              gen_c=gen_c, gain=phase.interval, cur_nimg=cur_nimg)
+                for k, (real_img, real_c) in enumerate(zip(phase_real_img, phase_real_c)):
+                    seed = microbatch_seed(random_seed, batch_idx, phase_idx, rank * microbatches_per_rank + k)
+                    gen = torch.Generator().manual_seed(seed)
+                    gen_z = torch.randn([real_img.shape[0], G.z_dim], generator=gen).to(device)
+                    label_idx = torch.randint(len(training_set), [real_img.shape[0]], generator=gen).tolist()
+                    gen_c = torch.from_numpy(np.stack([training_set.get_label(i) for i in label_idx])).to(device)
+                    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+                        torch.manual_seed(seed)
+                        loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z,
+                                                  gen_c=gen_c, gain=phase.interval, cur_nimg=cur_nimg)
                 phase.module.requires_grad_(False)
                 with profiled(phase.name + '_opt'):
-                    average_gradients(phase.module, num_gpus)
+                    average_gradients(phase.module, num_gpus, num_gpus * microbatches_per_rank)
                     phase.opt.step()
 
         # EMA.
@@ -432,3 +459,5 @@ def training_loop(
         stats_tfevents.close()
     log()
     log('Exiting...')
+    return dnnlib.EasyDict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe, cur_nimg=cur_nimg, cur_tick=cur_tick,
+                           preempted=preempted)
