@@ -207,6 +207,9 @@ def test_bad_configuration_and_inputs():
     for name in ('os.system', 'training.superresolution.Missing', 'training.triplane.TriPlaneGenerator'):
         with pytest.raises((ValueError, ImportError, AttributeError), match='superresolution'):
             _small_G(superresolution_module=name)
+    with pytest.raises(ValueError, match=r"rendering_kwargs lacks \['sr_antialias', 'box_warp'\]"):
+        TriPlaneGenerator(z_dim=16, c_dim=25, w_dim=16, img_resolution=32, img_channels=3,
+                          rendering_kwargs={k: v for k, v in RENDERING.items() if k not in ('sr_antialias', 'box_warp')})
     G = _small_G()
     with pytest.raises(AssertionError, match='camera label c'):
         G.synthesis(torch.randn(2, G.num_ws, 16), torch.randn(2, 16))
