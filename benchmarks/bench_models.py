@@ -4,8 +4,11 @@ D forward, loss, backward into G), with peak memory, beside upstream's figures
 
 Each row runs in its own process: build the networks, one warm-up, then the median of --repeats runs.
 Peak RSS is the process's maximum resident set, set-up included (as upstream's figures). Besides wall
-time, the process CPU time of a step is reported (median): on a machine shared with other work it
-varies much less than wall time.
+time, the process CPU time of a step is reported (median). On a machine shared with other work, wall
+times say more about the neighbours than about the code, so each row also measures the throughput of
+a 2048^3 float32 matmul before and after its timed runs, and reports its wall time scaled to the
+reference machine's 250 GFLOP/s (median * measured / 250): a rough normalisation, best for rows whose
+time is spent in convolutions and matrix products.
 
     .venv/bin/python benchmarks/bench_models.py                        # tiny and small rows
     .venv/bin/python benchmarks/bench_models.py --rows all --markdown  # also ffhq512 (minutes)
@@ -84,6 +87,21 @@ def cameras(n: int) -> torch.Tensor:
     return torch.cat([torch.cat([p, intrinsics], dim=1) for p in poses])
 
 
+REFERENCE_GFLOPS = 250  # A 2048^3 float32 matmul on the reference 2-core machine (official-cpu-baseline.md).
+
+
+def matmul_gflops(repeats: int = 3) -> float:
+    """Throughput of a 2048^3 float32 matrix product now (median of `repeats`), in GFLOP/s."""
+    a = torch.randn(2048, 2048)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return 2 * 2048 ** 3 / statistics.median(times) / 1e9
+
+
 def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
     config, measurement, batch, res, _ = ROWS[name]
     opts = training_options_for(config, batch)
@@ -112,12 +130,14 @@ def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
 
     for _ in range(warmup):
         step()
+    gflops = [matmul_gflops()]
     times, cpu_times = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
+    gflops.append(matmul_gflops())
     if profile:
         with torch.profiler.profile() as prof:
             step()
@@ -125,7 +145,7 @@ def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB (Linux).
     return dict(row=name, config=config, measurement=measurement, batch=batch, neural_res=res,
                 median_s=statistics.median(times), min_s=min(times), cpu_s=statistics.median(cpu_times),
-                peak_rss_gib=peak,
+                peak_rss_gib=peak, matmul_gflops=statistics.mean(gflops),
                 G_params=sum(p.numel() for p in G.parameters()), threads=torch.get_num_threads())
 
 
@@ -144,23 +164,31 @@ MEASUREMENTS = {'forward': 'G forward (eval, no grad, noise const)',
 
 
 def print_table(results: list[dict], markdown: bool) -> None:
+    """Wall time (median), CPU time, peak RSS, the matmul throughput seen during the row, and the wall time
+    scaled to the reference machine's 250 GFLOP/s (scaled = median * measured / 250), beside upstream."""
     if markdown:
-        print('| config | measurement | batch | neural res | ours: median (CPU time) | ours: peak RSS | '
-              'upstream: median | upstream: peak RSS | ours / upstream |')
-        print('|---|---|---|---|---|---|---|---|---|')
+        print('| config | measurement | batch | neural res | ours: median | ours: CPU time | ours: peak RSS | '
+              'matmul GFLOP/s | ours scaled to 250 GFLOP/s | upstream: median | upstream: peak RSS | '
+              'ours / upstream (raw, scaled) |')
+        print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in results:
         upstream = ROWS[r['row']][4]
+        scaled = r['median_s'] * r['matmul_gflops'] / REFERENCE_GFLOPS
         up_t = f'{upstream[0]:.2f} s' if upstream else '-'
         up_m = f'{upstream[1]:.2f} GiB' if upstream else '-'
-        ratio = f'{r["median_s"] / upstream[0]:.2f}' if upstream else '-'
-        cells = [r['config'], MEASUREMENTS[r['measurement']], str(r['batch']), str(r['neural_res']),
-                 f'{r["median_s"]:.2f} s ({r["cpu_s"]:.2f} s)', f'{r["peak_rss_gib"]:.2f} GiB', up_t, up_m, ratio]
+        ratio = f'{r["median_s"] / upstream[0]:.2f}, {scaled / upstream[0]:.2f}' if upstream else '-'
         if markdown:
+            cells = [r['config'], MEASUREMENTS[r['measurement']], str(r['batch']), str(r['neural_res']),
+                     f'{r["median_s"]:.2f} s', f'{r["cpu_s"]:.2f} s', f'{r["peak_rss_gib"]:.2f} GiB',
+                     f'{r["matmul_gflops"]:.0f}', f'{scaled:.2f} s', up_t, up_m, ratio]
             print('| ' + ' | '.join(cells) + ' |')
         else:
-            print(f'{cells[0]:<8} {cells[1]:<50} batch {cells[2]}  res {cells[3]:>3}  median {cells[4]:>16} '
-                  f'(min {r["min_s"]:.2f} s, {r["median_s"] / r["batch"]:.3f} s/img)  peak {cells[5]:>9}   '
-                  f'upstream {up_t:>7} {up_m:>9}  ratio {ratio}')
+            print(f'{r["config"]:<8} {MEASUREMENTS[r["measurement"]]:<50} batch {r["batch"]}  '
+                  f'res {r["neural_res"]:>3}  '
+                  f'median {r["median_s"]:6.2f} s (min {r["min_s"]:.2f}, CPU {r["cpu_s"]:.2f} s, '
+                  f'{r["median_s"] / r["batch"]:.3f} s/img)  peak {r["peak_rss_gib"]:.2f} GiB  '
+                  f'matmul {r["matmul_gflops"]:.0f} GFLOP/s -> scaled {scaled:.2f} s   '
+                  f'upstream {up_t} {up_m}  ratio (raw, scaled) {ratio}')
 
 
 def main() -> None:
