@@ -9,7 +9,6 @@ import torch.nn.functional as F
 import dnnlib
 import legacy
 from camera_utils import FOV_to_intrinsics, LookAtPoseSampler
-from torch_utils import misc
 from training import options as training_options
 from training.dual_discriminator import DualDiscriminator
 from training.loss import StyleGAN2Loss
@@ -43,7 +42,7 @@ def _cameras(n):
     return torch.cat([torch.cat([p.reshape(1, 16), intrinsics], dim=1) for p in poses])
 
 
-def _run(G, fn, seed=7):
+def _run(fn, seed=7):
     """fn() with the global generator seeded (the renderer's draws come from it, as upstream)."""
     torch.manual_seed(seed)
     return fn()
@@ -102,7 +101,7 @@ def test_synthesis_composes_renderer_and_superresolution():
     G = _small_G().eval()
     ws, c = torch.randn(3, G.num_ws, 16), _cameras(3)
     res = 12
-    out = _run(G, lambda: G.synthesis(ws, c, neural_rendering_resolution=res, noise_mode='const'))
+    out = _run(lambda: G.synthesis(ws, c, neural_rendering_resolution=res, noise_mode='const'))
     assert out['image'].shape == (3, 3, 32, 32) and out['image_raw'].shape == (3, 3, res, res)
     assert out['image_depth'].shape == (3, 1, res, res) and G.neural_rendering_resolution == res
 
@@ -111,7 +110,7 @@ def test_synthesis_composes_renderer_and_superresolution():
         origins, dirs = G.ray_sampler(c[:, :16].reshape(-1, 4, 4), c[:, 16:].reshape(-1, 3, 3), res)
         planes = G.backbone.synthesis(ws, noise_mode='const').reshape(3, 3, 8, 16, 16)
         return G.renderer(planes, G.decoder, origins, dirs, G.rendering_kwargs)
-    feats, depth, _ = _run(G, by_hand)
+    feats, depth, _ = _run(by_hand)
     feature_image = feats.reshape(3, res, res, 8).permute(0, 3, 1, 2)
     torch.testing.assert_close(out['image_raw'], feature_image[:, :3], rtol=0, atol=0)
     torch.testing.assert_close(out['image_depth'], depth.reshape(3, 1, res, res), rtol=0, atol=0)
@@ -121,7 +120,7 @@ def test_synthesis_composes_renderer_and_superresolution():
     image = G.superresolution(feature_image[:, :3], feature_image, ws, noise_mode='none')
     torch.testing.assert_close(out['image'], image, rtol=0, atol=1e-6)
     # Without a resolution argument the stored one is used.
-    again = _run(G, lambda: G.synthesis(ws, c, noise_mode='const'))
+    again = _run(lambda: G.synthesis(ws, c, noise_mode='const'))
     torch.testing.assert_close(again['image'], out['image'], rtol=0, atol=0)
 
 
@@ -131,13 +130,13 @@ def test_backbone_cache():
     calls = []
     G.backbone.synthesis.register_forward_hook(lambda *args: calls.append(1))
     ws1, ws2, c = torch.randn(2, G.num_ws, 16), torch.randn(2, G.num_ws, 16), _cameras(2)
-    first = _run(G, lambda: G.synthesis(ws1, c, 16, cache_backbone=True, noise_mode='const'))
+    first = _run(lambda: G.synthesis(ws1, c, 16, cache_backbone=True, noise_mode='const'))
     assert len(calls) == 1
     # A new camera (or ws) with use_cached_backbone: the cached planes render, the backbone is skipped.
-    cached = _run(G, lambda: G.synthesis(ws2, c, 16, use_cached_backbone=True, noise_mode='const'))
+    cached = _run(lambda: G.synthesis(ws2, c, 16, use_cached_backbone=True, noise_mode='const'))
     assert len(calls) == 1
     torch.testing.assert_close(cached['image_raw'], first['image_raw'], rtol=0, atol=0)
-    fresh = _run(G, lambda: G.synthesis(ws2, c, 16, noise_mode='const'))
+    fresh = _run(lambda: G.synthesis(ws2, c, 16, noise_mode='const'))
     assert len(calls) == 2 and (fresh['image_raw'] - first['image_raw']).abs().max() > 1e-4
 
 
@@ -197,8 +196,8 @@ def test_snapshot_round_trip(tmp_path):
     assert torch.equal(G2.dataset_label_std, G.dataset_label_std)
     z, c = torch.randn(2, 16), _cameras(2)
     G.eval()
-    a = _run(G, lambda: G(z, c, noise_mode='const'))
-    b = _run(G2, lambda: G2(z, c, noise_mode='const'))
+    a = _run(lambda: G(z, c, noise_mode='const'))
+    b = _run(lambda: G2(z, c, noise_mode='const'))
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
 
@@ -245,4 +244,3 @@ def test_tiny_preset_networks_and_loss_phases(monkeypatch):
         assert grads and all(torch.isfinite(g).all() for g in grads), phase
         net.requires_grad_(False)
     assert isinstance(loss, StyleGAN2Loss)
-    assert misc.named_params_and_buffers(G)  # Still a module after the phases (no state replaced).
