@@ -161,7 +161,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         'd_num_fp16_res':               0,          # fp16 never runs on the CPU; 0 also means no conv_clamp.
         'sr_num_fp16_res':              0,
         'sr_module':                    'training.superresolution.SuperresolutionGeneric',
-        'sr_kwargs':                    {'input_resolution': 32, 'block_channels': [64, 32]},  # Decided with the SR module.
+        'sr_kwargs':                    {'input_resolution': 32, 'block_channels': [64, 32]},  # SuperresolutionGeneric.
         'triplane_resolution':          64,
         'triplane_channels':            16,
         'decoder_hidden_dim':           32,

@@ -20,6 +20,8 @@ from training.volumetric_rendering.ray_sampler import RaySampler
 from training.volumetric_rendering.renderer import ImportanceRenderer
 
 SR_MODULE_PREFIX = 'training.superresolution.'
+REQUIRED_RENDERING_KWARGS = ('superresolution_module', 'sr_antialias', 'ray_start', 'ray_end', 'box_warp',
+                             'depth_resolution', 'depth_resolution_importance')
 
 # ----------------------------------------------------------------------------
 
@@ -98,6 +100,9 @@ class TriPlaneGenerator(torch.nn.Module):
         self.triplane_resolution = triplane_resolution
         self.triplane_channels = triplane_channels
         rendering_kwargs = dict(rendering_kwargs)
+        missing = [key for key in REQUIRED_RENDERING_KWARGS if key not in rendering_kwargs]
+        if missing:
+            raise ValueError(f'TriPlaneGenerator: rendering_kwargs lacks {missing} (eg3d-facts 2.3 lists the keys)')
         sr_class = _superresolution_class(rendering_kwargs.get('superresolution_module'))
 
         self.renderer = ImportanceRenderer()
