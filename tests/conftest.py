@@ -3,8 +3,12 @@
 import os
 import pathlib
 
-import pytest
-import torch
+# Threads sleep instead of spinning while they wait: on a shared 2-core machine spinning OpenMP threads
+# slow other processes (and 2-thread ops) down by 10x or more. Must be set before torch loads OpenMP.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = pathlib.Path(os.environ.get('EG3D_FIXTURES', ROOT.parent / 'shared' / 'fixtures'))
