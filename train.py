@@ -71,14 +71,15 @@ def parse_settings(settings) -> dict:
     return out
 
 
-def launch(c: dnnlib.EasyDict, run_dir: str, heartbeat_timeout: float) -> None:
+def launch(c: dnnlib.EasyDict, run_dir: str, heartbeat_timeout: float, writes_files: bool = True) -> None:
     """Create (or reuse, when resuming a training state) the run directory and train on every rank."""
     from training import distributed
-    os.makedirs(run_dir, exist_ok=c.get('resume_state') is not None)
-    options_path = os.path.join(run_dir, 'training_options.json')
-    if not os.path.exists(options_path):
-        with dnnlib.util.atomic_write_path(options_path) as tmp, open(tmp, 'wt') as f:
-            json.dump(c, f, indent=2)
+    if writes_files:
+        os.makedirs(run_dir, exist_ok=c.get('resume_state') is not None)
+        options_path = os.path.join(run_dir, 'training_options.json')
+        if not os.path.exists(options_path):
+            with dnnlib.util.atomic_write_path(options_path) as tmp, open(tmp, 'wt') as f:
+                json.dump(c, f, indent=2)
     distributed.launch(train_rank, c.num_gpus, dict(c=dict(c), run_dir=run_dir), heartbeat_timeout=heartbeat_timeout)
 
 
@@ -170,6 +171,10 @@ def main(**kwargs):
     settings = parse_settings(kwargs.pop('settings'))
     kwargs['metrics'] = parse_comma_list(kwargs['metrics'])
     kwargs['image_grid'] = parse_grid(kwargs['image_grid'])
+    from training import distributed
+    launcher = distributed.rank_from_env()  # torchrun / srun decide the number of processes.
+    if launcher is not None:
+        kwargs['gpus'] = launcher.world_size
     try:
         resume_pkl, resume_state = resolve_resume(kwargs['resume'], outdir)
         kwargs['resume'] = resume_pkl
@@ -191,8 +196,10 @@ def main(**kwargs):
         print(json.dumps(c, indent=2))
         print(f'Dry run; would write to {run_dir}', file=sys.stderr)
         return
-    print(f'Output directory: {run_dir}')
-    launch(c, run_dir, heartbeat_timeout)
+    is_main = launcher is None or launcher.rank == 0
+    if is_main:
+        print(f'Output directory: {run_dir}')
+    launch(c, run_dir, heartbeat_timeout, writes_files=is_main)
 
 
 if __name__ == '__main__':

@@ -213,8 +213,7 @@ def launch(fn, num_gpus: int, kwargs: dict, heartbeat_timeout: float = 60.0) -> 
     info = rank_from_env()
     if info is not None:
         if info.world_size != num_gpus:
-            print(f'Note: the launcher started {info.world_size} processes; --gpus={num_gpus} is ignored',
-                  file=sys.stderr)
+            raise ValueError(f'the launcher started {info.world_size} processes, but the run was set up for {num_gpus}')
         run_rank(fn, info, kwargs, heartbeat_timeout)
         return
     if num_gpus == 1:

@@ -174,6 +174,8 @@ def training_loop(
         torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = False   # Upstream's policy: exact float32 by default.
         torch.backends.cudnn.allow_tf32 = False
+    training_stats.reset()  # A fresh account for this run (a resumed run restores its own below).
+    distributed.reset_stop_request()
     log = print if rank == 0 else (lambda *args, **kwargs: None)
     if batch_size % (batch_gpu * num_gpus) != 0:
         raise ValueError(f'batch_size {batch_size} is not divisible by batch_gpu {batch_gpu} x num_gpus {num_gpus}')
