@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 
 import dnnlib
+from torch_utils import safe_pickle
 
 # ----------------------------------------------------------------------------
 
@@ -187,18 +188,6 @@ DETECTOR_PICKLE_GLOBALS: dict[str, Any] = {
 }
 
 
-class _DetectorUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        full = f'{module}.{name}'
-        if full in DETECTOR_PICKLE_GLOBALS:
-            return DETECTOR_PICKLE_GLOBALS[full]
-        raise pickle.UnpicklingError(f'refused global "{full}": a detector pickle may only rebuild a '
-                                     f'TorchScript module from embedded archive bytes')
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError('refused a persistent id')
-
-
 def load_detector_file(path: str) -> torch.jit.ScriptModule:
     """A TorchScript detector from a TorchScript archive or a pickle of one, on the CPU, in eval mode."""
     try:
@@ -208,8 +197,8 @@ def load_detector_file(path: str) -> torch.jit.ScriptModule:
             if is_archive:
                 module = _jit_load(path)
             else:
-                module = _DetectorUnpickler(f).load()
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
+                module = safe_pickle.restricted_load(f, extra_globals=DETECTOR_PICKLE_GLOBALS, stateful=(_Bytes,))
+    except (pickle.UnpicklingError, safe_pickle.UnsafePickleError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as err:
         raise DetectorError(
             f'{path}: cannot load this detector safely: {err}. If it is a trusted upstream pickle this loader '

@@ -170,10 +170,12 @@ class RestrictedUnpickler(pickle._Unpickler):
         file:           BinaryIO,                   # Binary stream positioned at the pickle.
         extra_globals:  Mapping[str, Any] = {},     # {dotted name: safe replacement}.
         stand_ins:      Iterable[str] = (),         # Dotted class names that become StandIn objects.
+        stateful:       tuple[type, ...] = (),      # Replacement classes (from extra_globals) that take pickled state.
     ):
         super().__init__(file)
         self._globals = {**SAFE_GLOBALS, **extra_globals}
         self._stand_ins = frozenset(stand_ins)
+        self._stateful = (StandIn, NumpyDType) + tuple(stateful)
 
     def find_class(self, module: str, name: str) -> Any:
         full = f'{module}.{name}'
@@ -189,7 +191,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def load_build(self) -> None:
         state = self.stack.pop()
         inst = self.stack[-1]
-        if not isinstance(inst, (StandIn, NumpyDType)):
+        if not isinstance(inst, self._stateful) or isinstance(inst, type):
             raise UnsafePickleError(f'refused to set the state of a {type(inst).__name__} '
                                     f'(only stand-ins and numpy dtypes take pickled state)')
         inst.__setstate__(state)
@@ -198,6 +200,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
 
-def restricted_load(file: BinaryIO, extra_globals: Mapping[str, Any] = {}, stand_ins: Iterable[str] = ()) -> Any:
+def restricted_load(file: BinaryIO, extra_globals: Mapping[str, Any] = {}, stand_ins: Iterable[str] = (),
+                    stateful: tuple[type, ...] = ()) -> Any:
     """Unpickle `file` with RestrictedUnpickler."""
-    return RestrictedUnpickler(file, extra_globals=extra_globals, stand_ins=stand_ins).load()
+    return RestrictedUnpickler(file, extra_globals=extra_globals, stand_ins=stand_ins, stateful=stateful).load()
