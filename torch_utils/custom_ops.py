@@ -69,8 +69,9 @@ class LockTimeout(BuildError):
     """Another process held the build lock for longer than the timeout."""
 
 
-_loaded: dict[tuple, object] = {}
-_loaded_lock = threading.Lock()
+_loaded: dict[tuple, object] = {}                 # (module name, build dir) -> module
+_key_locks: dict[tuple, threading.Lock] = {}      # One build at a time per plugin in this process.
+_dict_lock = threading.Lock()
 
 
 def cache_root(cache_dir: str | None = None) -> str:
@@ -371,9 +372,14 @@ def get_plugin(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = No
     built now. Raises BuildError (LockTimeout when the lock is held too long) with a one-line cause."""
     root = cache_root(cache_dir)
     module_name, build_dir = plugin_location(spec, device, root)
-    with _loaded_lock:
-        if (module_name, build_dir) in _loaded:
-            return _loaded[(module_name, build_dir)]
+    key = (module_name, build_dir)
+    with _dict_lock:
+        if key in _loaded:
+            return _loaded[key]
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:  # Other plugins may build in other threads meanwhile.
+        if key in _loaded:
+            return _loaded[key]
         path = _library_path(build_dir, module_name)
         if path is None:
             _check_prerequisites(device)
@@ -398,7 +404,8 @@ def get_plugin(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = No
             module = _import_extension(module_name, path)
         except ImportError as e:
             raise BuildError(f'cannot load {path}: {e}') from e
-        _loaded[(module_name, build_dir)] = module
+        with _dict_lock:
+            _loaded[key] = module
         return module
 
 

@@ -14,6 +14,12 @@ enum BiasActMode : int {
     kGrad2 = 2,    // out = dy * dd * d(d(out)/dz)/d(ref): the second-order term, ref = y or z
 };
 
+enum BiasActSchedule : int {
+    kBiasPerRow = 0,    // Walk the rows of [rows, inner]; one bias per row.
+    kBiasAlongRow = 1,  // inner == 1: rows of `channels` elements, one bias per column.
+    kPerElement = 2,    // The bias index of each element by division (CUDA, short rows).
+};
+
 struct BiasActParams {
     const void* x;      // [rows, inner]: the input (forward; gradients of 'x' activations), or null.
     const void* b;      // [channels]: the bias of row r is b[r % channels], or null.
@@ -31,8 +37,8 @@ struct BiasActParams {
     int mode;           // BiasActMode.
     int dtype;          // eg::DType of x, y, dy, dd, out and b.
     // Launch geometry (filled in by the launcher).
-    int64_t chunk;           // Elements per block: a piece of a row, or a flat range.
-    int64_t chunks_per_row;  // Row schedule: blocks per row; 0 selects the flat schedule.
+    int64_t chunk;      // Elements per block (a flat range).
+    int schedule;       // BiasActSchedule: how a block finds each element's bias.
 };
 
 // Runs one bias_act kernel. Returns nullptr, or a message saying what went wrong.

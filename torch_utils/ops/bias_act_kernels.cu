@@ -92,26 +92,37 @@ struct BiasActKernel {
         const A alpha = A(p.alpha), gain = A(p.gain);
         const A bound = p.clamp >= 0 ? A(p.clamp) : A(INFINITY);
         const T* b = static_cast<const T*>(p.b);
-        const int64_t block = blk.idx_x();
-        if (p.chunks_per_row > 0) {  // Row schedule: one bias value per block.
-            const int64_t row = block / p.chunks_per_row, lo = block % p.chunks_per_row * p.chunk;
-            const int64_t begin = row * p.inner + lo;
-            const int64_t end = row * p.inner + (lo + p.chunk < p.inner ? lo + p.chunk : p.inner);
-            const A bias = b ? to_acc(b[row % p.channels]) : A(0);
-            EG_THREADS(blk, tx, ty) {
-                for (int64_t i = begin + tx; i < end; i += blk.dim_x())
-                    element(p, i, bias, alpha, gain, bound);
-            }
-        } else {  // Flat schedule (short rows): the bias index per element.
-            const int64_t begin = block * p.chunk;
-            const int64_t total = p.rows * p.inner;
-            const int64_t end = begin + p.chunk < total ? begin + p.chunk : total;
+        const int64_t total = p.rows * p.inner, begin = int64_t(blk.idx_x()) * p.chunk;
+        const int64_t end = begin + p.chunk < total ? begin + p.chunk : total;
+        if (p.schedule == kPerElement) {  // Short rows on CUDA: the bias index per element.
             EG_THREADS(blk, tx, ty) {
                 for (int64_t i = begin + tx; i < end; i += blk.dim_x())
                     element(p, i, b ? to_acc(b[i / p.inner % p.channels]) : A(0), alpha, gain, bound);
             }
+        } else if (p.schedule == kBiasPerRow) {  // Walk the block's range row by row: one bias per row.
+            EG_THREADS(blk, tx, ty) {
+                for (int64_t i = begin; i < end;) {
+                    const int64_t row = i / p.inner, row_end = (row + 1) * p.inner < end ? (row + 1) * p.inner : end;
+                    const A bias = b ? to_acc(b[row % p.channels]) : A(0);
+                    for (int64_t j = i + pos_mod64(tx - i, blk.dim_x()); j < row_end; j += blk.dim_x())
+                        element(p, j, bias, alpha, gain, bound);
+                    i = row_end;
+                }
+            }
+        } else {  // kBiasAlongRow (inner == 1): rows of `channels` elements, bias j for column j.
+            EG_THREADS(blk, tx, ty) {
+                for (int64_t i = begin; i < end;) {
+                    const int64_t row0 = i / p.channels * p.channels;
+                    const int64_t row_end = row0 + p.channels < end ? row0 + p.channels : end;
+                    for (int64_t j = i + pos_mod64(tx - i, blk.dim_x()); j < row_end; j += blk.dim_x())
+                        element(p, j, to_acc(b[j - row0]), alpha, gain, bound);
+                    i = row_end;
+                }
+            }
         }
     }
+
+    static EG_HD int64_t pos_mod64(int64_t a, int64_t m) { return ((a % m) + m) % m; }
 };
 
 template <class T, int ACT>
@@ -149,19 +160,18 @@ const char* bias_act_launch(BiasActParams p, void* stream, HostExec exec) {
     const int64_t numel = p.rows * p.inner;
     if (numel == 0) return nullptr;
     if (p.gain == 0) return "gain must be non-zero";
-    // CUDA: 1-D blocks of 256 threads, each thread a few elements. The host's fast path: blocks of
-    // 16K elements, one "thread" each (a vectorisable loop); emulation uses the CUDA shape.
+    // CUDA: 1-D blocks of 256 threads, each thread a few elements; rows shorter than a warp take the
+    // bias index per element. The host's fast path: blocks of 16K elements, one "thread" each, walking
+    // its rows (vectorisable loops); emulation runs the CUDA shape.
     const bool cuda_shape = EG_CUDA || exec.emulate_cuda_blocks;
     const Dim3 block{256, 1, 1};
-    const int64_t target = cuda_shape ? 4 * 256 : 16384;
-    if (p.inner >= (cuda_shape ? 256 : 64)) {  // Row schedule.
-        p.chunk = p.inner < target ? p.inner : target;
-        p.chunks_per_row = (p.inner + p.chunk - 1) / p.chunk;
-    } else {
-        p.chunk = target;
-        p.chunks_per_row = 0;
-    }
-    const int64_t blocks = p.chunks_per_row > 0 ? p.rows * p.chunks_per_row : (numel + p.chunk - 1) / p.chunk;
+    p.chunk = cuda_shape ? 4 * 256 : 16384;
+    if (p.b != nullptr && p.inner == 1)
+        p.schedule = kBiasAlongRow;
+    else
+        p.schedule = cuda_shape && p.inner < 32 ? kPerElement : kBiasPerRow;
+    if (!cuda_shape && numel < 65536) exec.num_threads = 1;  // Not worth waking threads.
+    const int64_t blocks = (numel + p.chunk - 1) / p.chunk;
     if (blocks > 0x7fffffff) return "tensor too large";
     const Dim3 grid{int(blocks), 1, 1};
     switch (p.dtype) {

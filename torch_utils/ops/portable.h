@@ -162,7 +162,7 @@ constexpr int kMaxBlockThreads = 1024;
 // EG_THREADS(blk, tx, ty) { ... }: a thread section. EG_SYNC(): a barrier between sections.
 // EG_PER_THREAD(T, name): a value each thread keeps across barriers; EG_MINE(name, blk, tx, ty) is it.
 #if EG_CUDA
-#define EG_THREADS(blk, tx, ty) if (const int tx = threadIdx.x, ty = threadIdx.y; true)
+#define EG_THREADS(blk, tx, ty) if ([[maybe_unused]] const int tx = threadIdx.x, ty = threadIdx.y; true)
 #define EG_SYNC() __syncthreads()
 #define EG_PER_THREAD(T, name) T name[1]
 #define EG_MINE(name, blk, tx, ty) name[0]

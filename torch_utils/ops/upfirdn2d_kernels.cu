@@ -230,7 +230,7 @@ void set_tile(Upfirdn2dAxis& a, int tile_q) {
 }
 
 template <class T>
-const char* launch_dtype(Upfirdn2dParams& p, void* stream, const HostExec& exec) {
+const char* launch_dtype(Upfirdn2dParams& p, void* stream, HostExec exec) {
     using A = acc_t<T>;
     const bool cuda_shape = EG_CUDA || exec.emulate_cuda_blocks;
     const int smem = cuda_shape ? kCudaSmemBytes : kSmemBytes;
@@ -253,6 +253,7 @@ const char* launch_dtype(Upfirdn2dParams& p, void* stream, const HostExec& exec)
     // Planes per block: on the host enough work per block to amortise its set-up, while keeping every
     // thread busy; on CUDA one.
     int64_t ppb = 1;
+    if (!cuda_shape && p.planes * p.out_h * p.out_w < 32768) exec.num_threads = 1;  // Not worth waking threads.
     if (!cuda_shape) {
         const int64_t outputs = int64_t(imin(tqx * p.ax.groups, p.out_w)) * imin(tqy * p.ay.groups, p.out_h);
         const int64_t blocks_wanted = 4 * int64_t(exec.num_threads > 0 ? exec.num_threads : 1);
