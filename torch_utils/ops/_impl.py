@@ -147,3 +147,8 @@ def emulating_cuda_blocks(enable: bool = True):
 def stream_of(x: torch.Tensor) -> int:
     """The CUDA stream to launch on (an integer handle), or 0 on the host."""
     return torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
+
+
+def device_guard(x: torch.Tensor):
+    """Makes x's GPU the current one for a launch (a no-op on the host)."""
+    return torch.cuda.device_of(x) if x.is_cuda else contextlib.nullcontext()

@@ -35,9 +35,10 @@ class _Config:
         out = torch.empty_like(like, memory_format=torch.contiguous_format)
         threads, emulate = _impl.host_exec()
         ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
-        self.module.bias_act(ptr(x), ptr(b), ptr(y), ptr(dy), ptr(dd), out.data_ptr(), self.rows, self.inner,
-                             self.channels, self.alpha, self.gain, self.clamp, self.spec.cuda_idx, mode,
-                             DTYPES[like.dtype], _impl.stream_of(like), threads, emulate)
+        with _impl.device_guard(like):
+            self.module.bias_act(ptr(x), ptr(b), ptr(y), ptr(dy), ptr(dd), out.data_ptr(), self.rows, self.inner,
+                                 self.channels, self.alpha, self.gain, self.clamp, self.spec.cuda_idx, mode,
+                                 DTYPES[like.dtype], _impl.stream_of(like), threads, emulate)
         return out
 
     def bias_grad(self, dx: torch.Tensor) -> torch.Tensor:

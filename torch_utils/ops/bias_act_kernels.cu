@@ -90,7 +90,11 @@ struct BiasActKernel {
     template <class Block>
     static EG_DEVICE void run(const BiasActParams& p, const Block& blk) {
         const A alpha = A(p.alpha), gain = A(p.gain);
-        const A bound = p.clamp >= 0 ? A(p.clamp) : A(INFINITY);
+        // The bound as stored in T: a saturated y equals it exactly, which is how the gradient modes
+        // recognise saturation (the forward output is clamped to it before rounding, no harm).
+        T bound_t;
+        store(&bound_t, p.clamp >= 0 ? A(p.clamp) : A(INFINITY));
+        const A bound = to_acc(bound_t);
         const T* b = static_cast<const T*>(p.b);
         const int64_t total = p.rows * p.inner, begin = int64_t(blk.idx_x()) * p.chunk;
         const int64_t end = begin + p.chunk < total ? begin + p.chunk : total;

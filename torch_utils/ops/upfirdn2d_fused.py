@@ -53,9 +53,10 @@ class _Config:
         taps = self.taps(x.dtype).to(x.device)
         threads, emulate = _impl.host_exec()
         (upx, upy), (downx, downy), (x0, _, y0, _) = self.up, self.down, self.padding
-        self.module.upfirdn2d(x.data_ptr(), y.data_ptr(), taps.data_ptr(), n * c, in_w, in_h, out_w, out_h,
-                              upx, upy, downx, downy, x0, y0, self.f.shape[-1], self.f.shape[0],
-                              int(self.f.ndim == 1), DTYPES[x.dtype], _impl.stream_of(x), threads, emulate)
+        with _impl.device_guard(x):
+            self.module.upfirdn2d(x.data_ptr(), y.data_ptr(), taps.data_ptr(), n * c, in_w, in_h, out_w, out_h,
+                                  upx, upy, downx, downy, x0, y0, self.f.shape[-1], self.f.shape[0],
+                                  int(self.f.ndim == 1), DTYPES[x.dtype], _impl.stream_of(x), threads, emulate)
         return y
 
 
