@@ -265,8 +265,9 @@ def _import_extension(module_name: str, path: str):
 
 def _first_error_line(text: str, compiler: str) -> str:
     """The line of a build log that says what went wrong."""
+    text = re.sub(r"^Error building extension '[^']*':?", '', text.strip())  # torch's prefix.
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for pattern in (r'\berror\b', r'fatal', r'not found|No such file'):
+    for pattern in (r':\s*(fatal )?error\b', r'\berror\b', r'fatal', r'not found|No such file'):
         for line in lines:
             if re.search(pattern, line, re.IGNORECASE) and not line.startswith(('FAILED:', 'ninja: build stopped')):
                 return line
@@ -332,8 +333,17 @@ def _build(spec: PluginSpec, device: str, config: dict, module_name: str, build_
                                    extra_cflags=config['cflags'], extra_cuda_cflags=config.get('cuda_cflags'),
                                    extra_ldflags=config['ldflags'], extra_include_paths=[tmp],
                                    with_cuda=device == 'cuda', is_python_module=True)
+            except subprocess.CalledProcessError as e:  # torch's compiler checks ('c++ --version').
+                cmd = ' '.join(e.cmd) if isinstance(e.cmd, (list, tuple)) else str(e.cmd)
+                raise BuildError(f"the compiler {config['cxx']!r} failed: '{cmd}' exited with status "
+                                 f'{e.returncode}') from e
             except Exception as e:  # noqa: BLE001 - any failure becomes a one-line cause.
-                raise BuildError(_first_error_line(str(e), config['cxx'])) from e
+                line = _first_error_line(str(e), config['cxx'])
+                for rel in spec.sources:  # Name the file the user edits, not its copy.
+                    name = os.path.basename(rel)
+                    copy = name[:-3] + '_host.cpp' if device == 'cpu' and name.endswith('.cu') else name
+                    line = line.replace(os.path.join(tmp, copy), os.path.join(spec.source_dir, rel))
+                raise BuildError(line.replace(tmp + os.sep, spec.source_dir + os.sep)) from e
         if verbose:
             for w in caught:
                 print(f'custom_ops: {w.message}', file=sys.stderr)
