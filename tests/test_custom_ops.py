@@ -111,6 +111,14 @@ def test_edited_source_rebuilds(tmp_path):
     assert out.stdout.strip() == '2' and 'building' not in out.stderr
 
 
+def test_same_plugin_in_two_caches(tmp_path):
+    # torch names a module it builds a second time in one process differently (name_v1): still loads.
+    spec = tiny_spec(tmp_path / 'src', 4)
+    first = custom_ops.get_plugin(spec, 'cpu', str(tmp_path / 'cache1'))
+    second = custom_ops.get_plugin(spec, 'cpu', str(tmp_path / 'cache2'))
+    assert first.value() == second.value() == 4 and first is not second
+
+
 def test_cached_load_is_fast(fused_ops):
     out = run_python('''
         import sys, time

@@ -52,7 +52,7 @@ def compare(fn_fused, fn_ref, inputs, module, rel=1e-5, abs_=1e-6, seed=0):
     dtype = inputs[0].dtype
     fused = derivatives(fn_fused, inputs, torch.Generator().manual_seed(seed), dtype)
     assert module.last_impl == 'fused'
-    half = dtype == torch.float16
+    half = dtype in (torch.float16, torch.bfloat16)
     ref = derivatives(fn_ref, [t.float() if half else t for t in inputs], torch.Generator().manual_seed(seed), dtype)
     assert module.last_impl == 'ref'
     names = ['y'] + [f'd/d{i}' for i in range(len(inputs))] + [f'd2/d{i}' for i in range(len(inputs) + 1)]
@@ -119,6 +119,14 @@ def test_bias_act_float16(act, clamp):
     compare(lambda x, b: bias_act.bias_act(x, b, act=act, clamp=clamp),
             lambda x, b: bias_act.bias_act(x, b, act=act, clamp=clamp, impl='ref'), [x16, b16], bias_act,
             rel=2e-3, abs_=0)
+
+
+@pytest.mark.parametrize('act', ['lrelu', 'tanh', 'swish'])
+def test_bias_act_bfloat16(act):
+    gen = torch.Generator().manual_seed(12)
+    x, b = torch.randn(2, 6, 5, 7, generator=gen).bfloat16(), torch.randn(6, generator=gen).bfloat16()
+    compare(lambda x, b: bias_act.bias_act(x, b, act=act), lambda x, b: bias_act.bias_act(x, b, act=act, impl='ref'),
+            [x, b], bias_act, rel=1e-2, abs_=0)
 
 
 @pytest.mark.parametrize('act, clamp', [('lrelu', 1.0), ('tanh', None), ('swish', 0.6), ('softplus', None)])
@@ -220,6 +228,16 @@ def test_upfirdn2d_float16(up, down, kind):
     kw = dict(up=up, down=down, padding=[2, 1, 1, 2], gain=up * up)
     compare(lambda x: upfirdn2d.upfirdn2d(x, f, **kw), lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
             [x], upfirdn2d, rel=2e-3, abs_=0)
+
+
+@pytest.mark.parametrize('up, down, kind', [(2, 1, '4tap'), (1, 2, '4tap'), (2, 1, '8tap-sep')])
+def test_upfirdn2d_bfloat16(up, down, kind):
+    gen = torch.Generator().manual_seed(13)
+    f = make_filter(kind, gen)
+    x = torch.randn(2, 3, 9, 10, generator=gen).bfloat16()
+    kw = dict(up=up, down=down, padding=[2, 1, 1, 2], gain=up * up)
+    compare(lambda x: upfirdn2d.upfirdn2d(x, f, **kw), lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
+            [x], upfirdn2d, rel=1e-2, abs_=0)
 
 
 @pytest.mark.parametrize('up, down, kind', [(2, 1, '4tap'), (1, 2, '4tap-sep'), (3, 2, '6tap-2d')])

@@ -27,6 +27,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
+import logging
 import os
 import platform
 import re
@@ -38,7 +39,6 @@ import sysconfig
 import threading
 import time
 import uuid
-import warnings
 
 import torch
 
@@ -46,6 +46,7 @@ import dnnlib
 
 __all__ = ['PluginSpec', 'BuildError', 'LockTimeout', 'get_plugin', 'cache_root', 'build_all']
 
+BUILD_FORMAT = 2              # Layout of a build directory (build.json); part of the key.
 DEFAULT_LOCK_TIMEOUT = 600.0  # Seconds; a cold build of one plugin takes 10-60 s on 2 cores.
 
 
@@ -161,7 +162,8 @@ def _source_digest(spec: PluginSpec) -> str:
 
 def build_config(spec: PluginSpec, device: str) -> dict:
     """Everything a build depends on; its hash names the build."""
-    config = dict(plugin=spec.name, device=device, sources=_source_digest(spec), torch=torch.__version__,
+    config = dict(format=BUILD_FORMAT, plugin=spec.name, device=device, sources=_source_digest(spec),
+                  torch=torch.__version__,
                   cuda=torch.version.cuda, python=sys.implementation.cache_tag, machine=platform.machine(),
                   abi=sysconfig.get_config_var('EXT_SUFFIX'), cxx=_host_compiler())
     if device == 'cpu':
@@ -309,14 +311,38 @@ def _check_prerequisites(device: str) -> None:
         os.environ['PATH'] = found + os.pathsep + os.environ.get('PATH', '')
 
 
+_quiet_depth = 0
+_quiet_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_build_tools():
+    """Silences torch.utils.cpp_extension's log (its compiler checks print multi-line warnings; a failure
+    is reported in one line by us instead), also while several threads build."""
+    global _quiet_depth
+    logger = logging.getLogger('torch.utils.cpp_extension')
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_build_tools.saved = logger.level
+            logger.setLevel(logging.ERROR)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                logger.setLevel(_quiet_build_tools.saved)
+
+
 def _build(spec: PluginSpec, device: str, config: dict, module_name: str, build_dir: str) -> None:
     """Compiles into a private directory and renames it to `build_dir`."""
     from torch.utils import cpp_extension  # Slow to import (about 3 s): only when building.
 
     tmp = f'{build_dir}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
     os.makedirs(tmp)
+    copies = {}  # Copy in the build directory -> the source file it came from.
     try:
-        sources = []
         for rel in spec.headers:
             shutil.copy2(os.path.join(spec.source_dir, rel), os.path.join(tmp, os.path.basename(rel)))
         for rel in spec.sources:
@@ -324,48 +350,42 @@ def _build(spec: PluginSpec, device: str, config: dict, module_name: str, build_
             if device == 'cpu' and name.endswith('.cu'):
                 name = name[:-3] + '_host.cpp'  # The same kernel source, compiled by the host compiler.
             shutil.copy2(os.path.join(spec.source_dir, rel), os.path.join(tmp, name))
-            sources.append(os.path.join(tmp, name))
+            copies[os.path.join(tmp, name)] = os.path.join(spec.source_dir, rel)
         verbose = _verbosity() >= 2
-        with warnings.catch_warnings(record=True) as caught:  # torch's compiler-check warnings: ours say it in one line.
-            warnings.simplefilter('always')
-            try:
-                cpp_extension.load(name=module_name, sources=sources, build_directory=tmp, verbose=verbose,
-                                   extra_cflags=config['cflags'], extra_cuda_cflags=config.get('cuda_cflags'),
-                                   extra_ldflags=config['ldflags'], extra_include_paths=[tmp],
-                                   with_cuda=device == 'cuda', is_python_module=True)
-            except subprocess.CalledProcessError as e:  # torch's compiler checks ('c++ --version').
-                cmd = ' '.join(e.cmd) if isinstance(e.cmd, (list, tuple)) else str(e.cmd)
-                raise BuildError(f"the compiler {config['cxx']!r} failed: '{cmd}' exited with status "
-                                 f'{e.returncode}') from e
-            except Exception as e:  # noqa: BLE001 - any failure becomes a one-line cause.
-                line = _first_error_line(str(e), config['cxx'])
-                for rel in spec.sources:  # Name the file the user edits, not its copy.
-                    name = os.path.basename(rel)
-                    copy = name[:-3] + '_host.cpp' if device == 'cpu' and name.endswith('.cu') else name
-                    line = line.replace(os.path.join(tmp, copy), os.path.join(spec.source_dir, rel))
-                raise BuildError(line.replace(tmp + os.sep, spec.source_dir + os.sep)) from e
-        if verbose:
-            for w in caught:
-                print(f'custom_ops: {w.message}', file=sys.stderr)
-        with open(os.path.join(tmp, 'build.json'), 'w', encoding='utf-8') as f:
-            json.dump(dict(config, module=module_name, built=time.ctime()), f, indent=2)
         try:
-            os.rename(tmp, build_dir)
-        except OSError:
-            if not os.path.isfile(os.path.join(build_dir, 'build.json')):
-                raise
+            with contextlib.nullcontext() if verbose else _quiet_build_tools():
+                module = cpp_extension.load(
+                    name=module_name, sources=list(copies), build_directory=tmp, verbose=verbose,
+                    extra_cflags=config['cflags'], extra_cuda_cflags=config.get('cuda_cflags'),
+                    extra_ldflags=config['ldflags'], extra_include_paths=[tmp], with_cuda=device == 'cuda',
+                    is_python_module=True)
+        except subprocess.CalledProcessError as e:  # torch's compiler checks ('c++ --version').
+            cmd = ' '.join(e.cmd) if isinstance(e.cmd, (list, tuple)) else str(e.cmd)
+            raise BuildError(f"the compiler {config['cxx']!r} failed: '{cmd}' exited with status "
+                             f'{e.returncode}') from e
+        except Exception as e:  # noqa: BLE001 - any failure becomes a one-line cause.
+            line = _first_error_line(str(e), config['cxx'])
+            for copy, source in copies.items():  # Name the file the user edits, not its copy.
+                line = line.replace(copy, source)
+            raise BuildError(line.replace(tmp + os.sep, spec.source_dir + os.sep)) from e
+        # torch renames a module it has built before in this process (name_v1, ...): record what it made.
+        record = dict(config, module=module.__name__, library=os.path.basename(module.__file__), built=time.ctime())
+        with open(os.path.join(tmp, 'build.json'), 'w', encoding='utf-8') as f:
+            json.dump(record, f, indent=2)
+        os.rename(tmp, build_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _library_path(build_dir: str, module_name: str) -> str | None:
-    if not os.path.isfile(os.path.join(build_dir, 'build.json')):
+def _built_module(build_dir: str) -> tuple[str, str] | None:
+    """(module name, library path) of a finished build, or None."""
+    try:
+        with open(os.path.join(build_dir, 'build.json'), encoding='utf-8') as f:
+            record = json.load(f)
+        path = os.path.join(build_dir, record['library'])
+        return (record['module'], path) if os.path.isfile(path) else None
+    except (OSError, ValueError, KeyError):
         return None
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES + ['.so', '.pyd']:
-        path = os.path.join(build_dir, module_name + suffix)
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def plugin_location(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = None) -> tuple[str, str]:
@@ -390,15 +410,16 @@ def get_plugin(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = No
     with key_lock:  # Other plugins may build in other threads meanwhile.
         if key in _loaded:
             return _loaded[key]
-        path = _library_path(build_dir, module_name)
-        if path is None:
+        built = _built_module(build_dir)
+        if built is None:
             _check_prerequisites(device)
             lock_path = build_dir + '.lock'
             with BuildLock(lock_path, _lock_timeout(lock_timeout)):
                 for stale in glob.glob(glob.escape(build_dir) + '.tmp-*'):  # Left by killed builds.
                     shutil.rmtree(stale, ignore_errors=True)
-                path = _library_path(build_dir, module_name)  # Another process may have built it meanwhile.
-                if path is None:
+                built = _built_module(build_dir)  # Another process may have built it meanwhile.
+                if built is None:
+                    shutil.rmtree(build_dir, ignore_errors=True)  # Unfinished or unreadable: start over.
                     t0 = time.perf_counter()
                     if _verbosity() >= 1:
                         print(f'custom_ops: building {spec.name} for {device} (one-time) in {build_dir}',
@@ -407,13 +428,13 @@ def get_plugin(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = No
                     if _verbosity() >= 1:
                         print(f'custom_ops: built {spec.name} for {device} in {time.perf_counter() - t0:.1f} s',
                               file=sys.stderr, flush=True)
-                    path = _library_path(build_dir, module_name)
-                    if path is None:
+                    built = _built_module(build_dir)
+                    if built is None:
                         raise BuildError(f'the build of {spec.name} produced no module in {build_dir}')
         try:
-            module = _import_extension(module_name, path)
+            module = _import_extension(*built)
         except ImportError as e:
-            raise BuildError(f'cannot load {path}: {e}') from e
+            raise BuildError(f'cannot load {built[1]}: {e}') from e
         with _dict_lock:
             _loaded[key] = module
         return module

@@ -98,12 +98,16 @@ struct BiasActKernel {
         const T* b = static_cast<const T*>(p.b);
         const int64_t total = p.rows * p.inner, begin = int64_t(blk.idx_x()) * p.chunk;
         const int64_t end = begin + p.chunk < total ? begin + p.chunk : total;
-        if (p.schedule == kPerElement) {  // Short rows on CUDA: the bias index per element.
-            EG_THREADS(blk, tx, ty) {
-                for (int64_t i = begin + tx; i < end; i += blk.dim_x())
-                    element(p, i, b ? to_acc(b[i / p.inner % p.channels]) : A(0), alpha, gain, bound);
+        if constexpr (!std::is_same<Block, HostBlock>::value) {  // Not in the host's fast path.
+            if (p.schedule == kPerElement) {  // Short rows on CUDA: the bias index per element.
+                EG_THREADS(blk, tx, ty) {
+                    for (int64_t i = begin + tx; i < end; i += blk.dim_x())
+                        element(p, i, b ? to_acc(b[i / p.inner % p.channels]) : A(0), alpha, gain, bound);
+                }
+                return;
             }
-        } else if (p.schedule == kBiasPerRow) {  // Walk the block's range row by row: one bias per row.
+        }
+        if (p.schedule == kBiasPerRow) {  // Walk the block's range row by row: one bias per row.
             EG_THREADS(blk, tx, ty) {
                 for (int64_t i = begin; i < end;) {
                     const int64_t row = i / p.inner, row_end = (row + 1) * p.inner < end ? (row + 1) * p.inner : end;
