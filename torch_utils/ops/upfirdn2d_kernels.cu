@@ -52,6 +52,16 @@ EG_DEVICE void load_tile(A* tile, const T* src, int in_w, int in_h, int ix0, int
     }
 }
 
+// sum_{sy, sx} w[sy][sx] * src[sy * stride + sx], rows accumulated in four independent chains (a single
+// chain of fused multiply-adds would be bound by their latency, not their throughput).
+template <class A>
+EG_HD A dot2d(const A* w, const A* src, int nx, int ny, int stride) {
+    A acc[4] = {A(0), A(0), A(0), A(0)};
+    for (int sy = 0; sy < ny; ++sy)
+        for (int sx = 0; sx < nx; ++sx) acc[sy & 3] += w[sy * nx + sx] * src[sy * stride + sx];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 // 2-D filter. UX..KY > 0 fix up, down and filter size at compile time; 0 takes them from the params.
 template <class T, int UX, int UY, int DX, int DY, int KX, int KY>
 struct Upfirdn2dKernel {
@@ -110,20 +120,14 @@ struct Upfirdn2dKernel {
                             for (int rx = 0; rx < GX; ++rx) {
                                 const A* src = trow + offx[rx] + qx * SX;
                                 const A* wr = w + rx * NY * NX;
-                                A v = A(0);
-                                for (int sy = 0; sy < NY; ++sy)
-                                    for (int sx = 0; sx < NX; ++sx) v += wr[sy * NX + sx] * src[sy * TW + sx];
-                                store(orow + qx * GX + rx, v);
+                                store(orow + qx * GX + rx, dot2d(wr, src, NX, NY, TW));
                             }
                         }
                         for (int qx = nq_full + tx; qx < nq_all; qx += blk.dim_x()) {  // The last, partial group.
                             for (int rx = 0; rx < GX && (q0x + qx) * GX + rx < p.out_w; ++rx) {
                                 const A* src = trow + offx[rx] + qx * SX;
                                 const A* wr = w + rx * NY * NX;
-                                A v = A(0);
-                                for (int sy = 0; sy < NY; ++sy)
-                                    for (int sx = 0; sx < NX; ++sx) v += wr[sy * NX + sx] * src[sy * TW + sx];
-                                store(orow + qx * GX + rx, v);
+                                store(orow + qx * GX + rx, dot2d(wr, src, NX, NY, TW));
                             }
                         }
                     }
@@ -182,9 +186,7 @@ struct Upfirdn2dSeparableKernel {
                         for (int rx = 0; rx < GX; ++rx) {
                             const A* src = tile + r * TW + p.ax.off[rx] + qx * SX;
                             const A* w = pfx + rx * NX;
-                            A v = A(0);
-                            for (int s = 0; s < NX; ++s) v += w[s] * src[s];
-                            mid[r * MW + qx * GX + rx] = v;
+                            mid[r * MW + qx * GX + rx] = dot2d(w, src, 1, NX, 1);
                         }
                     }
                 }
@@ -200,9 +202,7 @@ struct Upfirdn2dSeparableKernel {
                         const A* w = pfy + ry * NY;
                         T* EG_RESTRICT orow = out + int64_t(oy) * p.out_w;
                         for (int c = tx; c < ow; c += blk.dim_x()) {
-                            A v = A(0);
-                            for (int s = 0; s < NY; ++s) v += w[s] * src[s * MW + c];
-                            store(orow + c, v);
+                            store(orow + c, dot2d(w, src + c, 1, NY, MW));
                         }
                     }
                 }
