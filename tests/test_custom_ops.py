@@ -119,6 +119,12 @@ def test_same_plugin_in_two_caches(tmp_path):
     assert first.value() == second.value() == 4 and first is not second
 
 
+def test_unwritable_cache_is_a_build_error(tmp_path):
+    (tmp_path / 'cache').write_text('a file where the cache directory should be')
+    with pytest.raises(custom_ops.BuildError, match='cannot build in'):
+        custom_ops.get_plugin(tiny_spec(tmp_path / 'src', 5), 'cpu', str(tmp_path / 'cache'))
+
+
 def test_cached_load_is_fast(fused_ops):
     out = run_python('''
         import sys, time

@@ -413,24 +413,7 @@ def get_plugin(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = No
         built = _built_module(build_dir)
         if built is None:
             _check_prerequisites(device)
-            lock_path = build_dir + '.lock'
-            with BuildLock(lock_path, _lock_timeout(lock_timeout)):
-                for stale in glob.glob(glob.escape(build_dir) + '.tmp-*'):  # Left by killed builds.
-                    shutil.rmtree(stale, ignore_errors=True)
-                built = _built_module(build_dir)  # Another process may have built it meanwhile.
-                if built is None:
-                    shutil.rmtree(build_dir, ignore_errors=True)  # Unfinished or unreadable: start over.
-                    t0 = time.perf_counter()
-                    if _verbosity() >= 1:
-                        print(f'custom_ops: building {spec.name} for {device} (one-time) in {build_dir}',
-                              file=sys.stderr, flush=True)
-                    _build(spec, device, build_config(spec, device), module_name, build_dir)
-                    if _verbosity() >= 1:
-                        print(f'custom_ops: built {spec.name} for {device} in {time.perf_counter() - t0:.1f} s',
-                              file=sys.stderr, flush=True)
-                    built = _built_module(build_dir)
-                    if built is None:
-                        raise BuildError(f'the build of {spec.name} produced no module in {build_dir}')
+            built = _build_locked(spec, device, module_name, build_dir, lock_timeout)
         try:
             module = _import_extension(*built)
         except ImportError as e:
@@ -438,6 +421,32 @@ def get_plugin(spec: PluginSpec, device: str = 'cpu', cache_dir: str | None = No
         with _dict_lock:
             _loaded[key] = module
         return module
+
+
+def _build_locked(spec: PluginSpec, device: str, module_name: str, build_dir: str,
+                  lock_timeout: float | None) -> tuple[str, str]:
+    """Builds under the lock unless another process did meanwhile; (module name, library path)."""
+    try:
+        with BuildLock(build_dir + '.lock', _lock_timeout(lock_timeout)):
+            for stale in glob.glob(glob.escape(build_dir) + '.tmp-*'):  # Left by killed builds.
+                shutil.rmtree(stale, ignore_errors=True)
+            built = _built_module(build_dir)  # Another process may have built it meanwhile.
+            if built is None:
+                shutil.rmtree(build_dir, ignore_errors=True)  # Unfinished or unreadable: start over.
+                t0 = time.perf_counter()
+                if _verbosity() >= 1:
+                    print(f'custom_ops: building {spec.name} for {device} (one-time) in {build_dir}',
+                          file=sys.stderr, flush=True)
+                _build(spec, device, build_config(spec, device), module_name, build_dir)
+                if _verbosity() >= 1:
+                    print(f'custom_ops: built {spec.name} for {device} in {time.perf_counter() - t0:.1f} s',
+                          file=sys.stderr, flush=True)
+                built = _built_module(build_dir)
+    except OSError as e:  # An unwritable cache, a full disk.
+        raise BuildError(f'cannot build in {os.path.dirname(build_dir)}: {e.strerror or e}') from e
+    if built is None:
+        raise BuildError(f'the build of {spec.name} produced no module in {build_dir}')
+    return built
 
 
 def build_all(specs: dict[str, PluginSpec], devices: list[str], cache_dir: str | None = None,

@@ -83,12 +83,16 @@ def fused_plugin(op_name: str, device) -> object | None:
     plugin = _plugins.get(key, False)
     if plugin is not False:
         return plugin
+    if key[1] == 'meta':  # Shapes only: nothing to run, nothing to say.
+        return None
     with _lock:
         if key not in _plugins:
             try:
                 _plugins[key] = _load(op_name, key[1])
             except custom_ops.BuildError as e:
                 _plugins[key], _causes[key] = None, e.cause
+            except Exception as e:  # noqa: BLE001 - whatever goes wrong, the reference path must serve.
+                _plugins[key], _causes[key] = None, f'{type(e).__name__}: {e}'.splitlines()[0]
         plugin = _plugins[key]
     if plugin is None:
         warn_once(op_name, f'fused kernel unavailable on {key[1]} ({_causes[key]})')
