@@ -134,7 +134,7 @@ def _host_flags() -> tuple[list[str], list[str]]:
 
 
 def _cuda_flags() -> tuple[list[str], list[str], list[str]]:
-    return ['-O3', '-DEG_PLUGIN_CUDA=1'], ['-O3', '-DEG_PLUGIN_CUDA=1', '-std=c++17'], []
+    return ['-O3', '-DEG_PLUGIN_CUDA=1'], ['-O3', '-DEG_PLUGIN_CUDA=1'], []
 
 
 def _cuda_arch_key() -> str:
@@ -451,18 +451,25 @@ def _build_locked(spec: PluginSpec, device: str, module_name: str, build_dir: st
 
 def build_all(specs: dict[str, PluginSpec], devices: list[str], cache_dir: str | None = None,
               lock_timeout: float | None = None) -> int:
-    """Builds every plugin for every device into the cache; prints one line each. Returns the failure count."""
+    """Builds every plugin for every device into the cache, in parallel; prints one line each as they
+    finish. Returns the number of failures."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def build(name: str, device: str) -> str:
+        t0 = time.perf_counter()
+        try:
+            get_plugin(specs[name], device, cache_dir, lock_timeout)
+        except BuildError as e:
+            return f'{name:12s} {device:5s} FAILED  {e.cause}'
+        _, build_dir = plugin_location(specs[name], device, cache_dir)
+        return f'{name:12s} {device:5s} ok      {time.perf_counter() - t0:6.1f} s  {build_dir}'
+
     failures = 0
-    for device in devices:
-        for name, spec in specs.items():
-            t0 = time.perf_counter()
-            try:
-                get_plugin(spec, device, cache_dir, lock_timeout)
-                _, build_dir = plugin_location(spec, device, cache_dir)
-                print(f'{name:12s} {device:5s} ok      {time.perf_counter() - t0:6.1f} s  {build_dir}')
-            except BuildError as e:
-                failures += 1
-                print(f'{name:12s} {device:5s} FAILED  {e.cause}')
+    with ThreadPoolExecutor(max(1, len(specs) * len(devices))) as pool:
+        for job in as_completed([pool.submit(build, name, device) for device in devices for name in specs]):
+            line = job.result()
+            failures += ' FAILED ' in line
+            print(line, flush=True)
     return failures
 
 
@@ -487,4 +494,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    # Run the imported module's main, so that the plugin specs of torch_utils.ops and this command share
+    # one copy of this module (and its process cache).
+    from torch_utils.custom_ops import main as _main
+    raise SystemExit(_main())

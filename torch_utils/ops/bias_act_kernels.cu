@@ -90,8 +90,8 @@ struct BiasActKernel {
     template <class Block>
     static EG_DEVICE void run(const BiasActParams& p, const Block& blk) {
         const A alpha = A(p.alpha), gain = A(p.gain);
-        // The bound as stored in T: a saturated y equals it exactly, which is how the gradient modes
-        // recognise saturation (the forward output is clamped to it before rounding, no harm).
+        // The bound rounded to T, in both directions: the forward clamps to it, so a saturated y equals it
+        // exactly, which is how the gradient modes recognise saturation from y alone.
         T bound_t;
         store(&bound_t, p.clamp >= 0 ? A(p.clamp) : A(INFINITY));
         const A bound = to_acc(bound_t);

@@ -29,7 +29,7 @@ constexpr int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 // A compile-time value when C > 0, else the run-time one.
 template <int C> EG_HD int ct(int rt) { return C > 0 ? C : rt; }
 
-template <class A> EG_HD int align_elems(int n) { return (n + 3) & ~3; }
+EG_HD int align4(int n) { return (n + 3) & ~3; }  // Keeps the buffers carved from shared memory aligned.
 
 // Stages rows [iy0, iy0 + th) x columns [ix0, ix0 + tw) of plane `src` into `tile` (zeros outside).
 template <class T, class A, class Block>
@@ -44,9 +44,9 @@ EG_DEVICE void load_tile(A* tile, const T* src, int in_w, int in_h, int ix0, int
                 for (int c = tx; c < tw; c += blk.dim_x()) dst[c] = A(0);
                 continue;
             }
-            const T* row = src + int64_t(iy) * in_w + ix0;
+            const T* row = src + int64_t(iy) * in_w;
             for (int c = tx; c < lo; c += blk.dim_x()) dst[c] = A(0);
-            for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x()) dst[c] = to_acc(row[c]);
+            for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x()) dst[c] = to_acc(row[ix0 + c]);
             for (int c = hi + pos_mod(tx - hi, blk.dim_x()); c < tw; c += blk.dim_x()) dst[c] = A(0);
         }
     }
@@ -81,7 +81,7 @@ struct Upfirdn2dKernel {
         EG_SHARED alignas(16) unsigned char smem[kSmemBytes];
         A* pf = reinterpret_cast<A*>(smem);  // Phase filters [GY][GX][NY][NX].
         const int npf = GY * GX * NY * NX;
-        A* tile = pf + align_elems<A>(npf);  // Input tile [TH][TW].
+        A* tile = pf + align4(npf);  // Input tile [TH][TW].
 
         const int q0x = blk.idx_y() * TQX, q0y = blk.idx_z() * TQY;
         const int ix0 = q0x * SX + p.ax.imin, iy0 = q0y * SY + p.ay.imin;
@@ -153,9 +153,9 @@ struct Upfirdn2dSeparableKernel {
 
         EG_SHARED alignas(16) unsigned char smem[kSmemBytes];
         A* pfx = reinterpret_cast<A*>(smem);        // [GX][NX]
-        A* pfy = pfx + align_elems<A>(GX * NX);     // [GY][NY]
-        A* tile = pfy + align_elems<A>(GY * NY);    // [TH][TW]
-        A* mid = tile + align_elems<A>(TH * TW);    // [TH][MW]
+        A* pfy = pfx + align4(GX * NX);     // [GY][NY]
+        A* tile = pfy + align4(GY * NY);    // [TH][TW]
+        A* mid = tile + align4(TH * TW);    // [TH][MW]
 
         const int q0x = blk.idx_y() * TQX, q0y = blk.idx_z() * TQY;
         const int ix0 = q0x * SX + p.ax.imin, iy0 = q0y * SY + p.ay.imin;
@@ -216,10 +216,10 @@ int tile_bytes(const Upfirdn2dParams& p, int acc_size) {
     const int TW = p.ax.tile_in, TH = p.ay.tile_in;
     int elems;
     if (p.separable) {
-        elems = align_elems<float>(p.ax.groups * p.ax.phase_taps) + align_elems<float>(p.ay.groups * p.ay.phase_taps) +
-                align_elems<float>(TH * TW) + TH * p.ax.tile_q * p.ax.groups;
+        elems = align4(p.ax.groups * p.ax.phase_taps) + align4(p.ay.groups * p.ay.phase_taps) +
+                align4(TH * TW) + TH * p.ax.tile_q * p.ax.groups;
     } else {
-        elems = align_elems<float>(p.ax.groups * p.ay.groups * p.ax.phase_taps * p.ay.phase_taps) + TH * TW;
+        elems = align4(p.ax.groups * p.ay.groups * p.ax.phase_taps * p.ay.phase_taps) + TH * TW;
     }
     return elems * acc_size;
 }
