@@ -18,7 +18,10 @@ import statistics
 import sys
 import time
 
-import torch
+# Idle OpenMP threads sleep rather than spin (see docs/perf.md); must be set before torch loads OpenMP.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

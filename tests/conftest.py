@@ -3,8 +3,12 @@
 import os
 import pathlib
 
-import pytest
-import torch
+# Threads sleep instead of spinning while they wait: on a shared 2-core machine spinning OpenMP threads
+# slow other processes (and 2-thread ops) down by 10x or more. Must be set before torch loads OpenMP.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = pathlib.Path(os.environ.get('EG3D_FIXTURES', ROOT.parent / 'shared' / 'fixtures'))
@@ -22,6 +26,39 @@ def fixtures_dir() -> pathlib.Path:
 def _threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+# ----------------------------------------------------------------------------
+# A training configuration small enough for tests: the tiny preset shrunk to 32x32 images.
+
+FAST_OVERRIDES = {
+    'gpus': 1, 'batch': 4, 'gamma': 1.0, 'workers': 0, 'kimg': 0.012, 'tick': 0.004, 'snap': 1, 'metrics': [],
+    'z_dim': 32, 'w_dim': 32, 'cbase': 512, 'cmax': 32, 'map_depth': 1,
+    'triplane_resolution': 32, 'triplane_channels': 8, 'decoder_hidden_dim': 16,
+    'sr_kwargs': {'input_resolution': 16, 'block_channels': [16, 16]},
+    'neural_rendering_resolution_initial': 16, 'image_grid': (2, 2),
+    'rendering': {'depth_resolution': 8, 'depth_resolution_importance': 8},
+}
+
+
+def fast_options(data: str, **overrides):
+    """(training options, run description) for the shrunk tiny preset on `data`."""
+    from training import options
+    from training.presets import resolve_preset
+    opts = resolve_preset('tiny', {**FAST_OVERRIDES, **overrides})
+    opts['data'] = data
+    return options.build_training_options(opts)
+
+
+@pytest.fixture(scope='session')
+def synthetic32(tmp_path_factory) -> str:
+    """16 synthetic box images at 32x32 with camera labels, as a zip (built once per test run)."""
+    import subprocess
+    import sys
+    path = tmp_path_factory.mktemp('data') / 'box32.zip'
+    subprocess.run([sys.executable, str(ROOT / 'dataset_tool.py'), '--source=synthetic:box', f'--dest={path}',
+                    '--max-images=16', '--resolution=32x32'], check=True, capture_output=True, cwd=ROOT)
+    return str(path)
 
 
 @pytest.fixture(scope='session')

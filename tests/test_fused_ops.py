@@ -190,6 +190,8 @@ UPFIRDN_CASES = [  # up, down, filter, padding, flip, gain
     (1, 2, '12tap-sep', [5, 5, 6, 4], False, 1.0),
     (4, 1, '12tap-sep', [6, 5, 5, 6], False, 1.0),
     (1, 4, '12tap-sep', [6, 6, 5, 5], True, 1.0),
+    (1, 1, '61tap-sep', [30, 30, 30, 30], False, 1.0),  # The loss's blur at sigma 10.
+    (2, 2, '40tap-2d', [20, 19, 20, 19], False, 1.0),
     ([2, 1], [1, 2], '6tap-2d', [2, 3, 1, 2], False, 1.0),
     ([1, 4], [2, 1], '8tap-sep', [3, 4, 4, 3], False, 1.0),
 ]
@@ -207,7 +209,8 @@ def test_upfirdn2d_matches_reference(up, down, kind, padding, flip, gain):
 
 @pytest.mark.parametrize('up, down, kind, padding', [
     (2, 1, '4tap', [2, 1, 2, 1]), (1, 2, '4tap', [1, 1, 1, 1]), (1, 1, '4tap', [2, 1, 2, 1]),
-    (4, 2, '7tap-2d', [3, 3, 2, 4]), (2, 1, '12tap-sep', [6, 5, 6, 5]), (1, 1, None, [1, -2, 0, 3])])
+    (4, 2, '7tap-2d', [3, 3, 2, 4]), (2, 1, '12tap-sep', [6, 5, 6, 5]), (1, 1, None, [1, -2, 0, 3]),
+    (1, 1, '61tap-sep', [30, 30, 30, 30]), (1, 2, '40tap-2d', [20, 20, 19, 19])])
 def test_upfirdn2d_cuda_block_shape(up, down, kind, padding):
     # Outputs larger than a CUDA tile (64 x 32) in both directions, with partial tiles at the edges.
     gen = torch.Generator().manual_seed(8)
@@ -274,6 +277,13 @@ def test_resampling_helpers_and_conv2d_resample_take_the_fused_path(monkeypatch)
     for run, y in zip(runs, fused):
         assert_close(y, run())
         assert upfirdn2d.last_impl == 'ref'
+
+
+def test_upfirdn2d_input_smaller_than_filter_is_an_error():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    for impl in ('fused', 'ref'):
+        with pytest.raises(ValueError, match=r'padded input \(3x5\) is smaller than the filter \(4x4\)'):
+            upfirdn2d.upfirdn2d(torch.randn(1, 2, 3, 4), f, padding=[1, 0, -1, 1], impl=impl)
 
 
 def test_unsupported_call_warns_once_and_uses_reference():

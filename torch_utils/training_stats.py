@@ -33,7 +33,10 @@ def init_multiprocessing(rank: int | None = None, sync_device: torch.device | st
 
 def report(name: str, value) -> object:
     """Record every element of `value` under `name`; returns `value` unchanged."""
-    elems = torch.as_tensor(value).detach().flatten().to(_counter_dtype)
+    if isinstance(value, torch.Tensor):
+        elems = value.detach().flatten().to(_counter_dtype)
+    else:
+        elems = torch.as_tensor(value, dtype=_counter_dtype).flatten()
     if elems.numel() == 0:
         return value
     moments = torch.stack([torch.ones_like(elems).sum(), elems.sum(), elems.square().sum()])
@@ -72,10 +75,12 @@ def _reduce_device() -> torch.device:
 
 
 def _sync(names: list[str]) -> dict[str, torch.Tensor]:
-    """Take the moments accumulated since the last call, summed over devices and ranks."""
+    """Fold what was reported since the last sync (on every device and rank) into the cumulative
+    moments of `names`, and return those cumulative moments. Collectors take differences, so any
+    number of them can watch the same names."""
     if _distributed():
         gathered: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, sorted(_counters.keys()))
+        torch.distributed.all_gather_object(gathered, sorted(names))
         names = sorted(set().union(*gathered))
     device = _reduce_device()
     deltas = torch.zeros([len(names), 3], dtype=_counter_dtype, device=device)
@@ -89,12 +94,13 @@ def _sync(names: list[str]) -> dict[str, torch.Tensor]:
     for idx, name in enumerate(names):
         total = _cumulative.get(name)
         _cumulative[name] = deltas[idx] if total is None else total + deltas[idx]
-        result[name] = deltas[idx]
+        result[name] = _cumulative[name]
     return result
 
 
 class Collector:
-    """Means and standard deviations of the statistics whose names match `regex`.
+    """Means and standard deviations of the statistics whose names match `regex`, over the interval
+    since this collector's previous update().
 
     keep_previous: a name that received nothing in the last interval keeps its previous values.
     """
@@ -102,21 +108,32 @@ class Collector:
     def __init__(self, regex: str = '.*', keep_previous: bool = True):
         self._regex = re.compile(regex)
         self._keep_previous = keep_previous
-        self._moments: dict[str, torch.Tensor] = {}
+        self._seen: dict[str, torch.Tensor] = {}     # Cumulative moments at the previous update.
+        self._moments: dict[str, torch.Tensor] = {}  # Moments of the last interval.
 
     def names(self) -> list[str]:
         return [name for name in sorted(set(_counters) | set(_cumulative)) if self._regex.fullmatch(name)]
 
     def update(self) -> None:
         """Collect what was reported since the previous update (all ranks must call this together)."""
-        deltas = _sync(self.names())
+        cumulative = _sync(self.names())
         if not self._keep_previous:
             self._moments.clear()
-        for name, delta in deltas.items():
+        for name, total in cumulative.items():
             if not self._regex.fullmatch(name):
                 continue
+            delta = total - self._seen.get(name, torch.zeros_like(total))
+            self._seen[name] = total.clone()
             if delta[0] > 0 or name not in self._moments:
                 self._moments[name] = delta
+
+    def state_dict(self) -> dict:
+        return {'seen': {k: v.clone() for k, v in self._seen.items()},
+                'moments': {k: v.clone() for k, v in self._moments.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._seen = {k: v.to(_counter_dtype).clone() for k, v in state['seen'].items()}
+        self._moments = {k: v.to(_counter_dtype).clone() for k, v in state['moments'].items()}
 
     def num(self, name: str) -> int:
         moments = self._moments.get(name)
@@ -146,6 +163,21 @@ class Collector:
 
     def __getitem__(self, name: str) -> float:
         return self.mean(name)
+
+
+def state_dict() -> dict:
+    """This rank's statistics (what was reported but not yet collected, and the cumulative moments), for
+    an exact resume."""
+    pending = {name: sum(m.cpu() for m in per_device.values()) for name, per_device in _counters.items()}
+    return {'pending': pending, 'cumulative': {name: t.clone() for name, t in _cumulative.items()}}
+
+
+def load_state_dict(state: dict) -> None:
+    reset()
+    for name, moments in state['pending'].items():
+        _counters[name][torch.device('cpu')] = moments.to(_counter_dtype).clone()
+    for name, moments in state['cumulative'].items():
+        _cumulative[name] = moments.to(_counter_dtype).clone()
 
 
 def reset() -> None:

@@ -16,7 +16,7 @@ namespace eg {
 
 constexpr int kMaxUp = 8;     // Largest up factor per axis (phases per axis).
 constexpr int kMaxDown = 16;  // Largest down factor per axis.
-constexpr int kMaxTaps = 32;  // Largest filter size per axis.
+constexpr int kMaxTaps = 64;  // Largest filter size per axis (a filter must also fit a tile's buffers).
 
 struct Upfirdn2dAxis {
     int up, down, pad0, taps;  // U, D, leading padding (negative crops), K.

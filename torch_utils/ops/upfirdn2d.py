@@ -118,6 +118,11 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding
     x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
     x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
 
+    fw, fh = _get_filter_size(f)
+    if x.shape[2] < fh or x.shape[3] < fw:
+        raise ValueError(f'upfirdn2d: the upsampled and padded input ({x.shape[2]}x{x.shape[3]}) is smaller than '
+                         f'the filter ({fh}x{fw})')
+
     # Convolution (conv2d correlates, so flip the taps unless flip_filter asks for correlation).
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:

@@ -7,13 +7,15 @@ same Function, which makes the fused path differentiable to any order.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import _impl
 from .upfirdn2d import _parse_padding, _parse_scaling
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-MAX_UP, MAX_DOWN, MAX_TAPS = 8, 16, 32  # As upfirdn2d.h.
+MAX_UP, MAX_DOWN, MAX_TAPS = 8, 16, 64  # As upfirdn2d.h.
 
 
 class _Config:
@@ -46,18 +48,33 @@ class _Config:
 
     def launch(self, x: torch.Tensor) -> torch.Tensor:
         n, c, in_h, in_w = x.shape
+        (upx, upy), (x0, x1, y0, y1), kw, kh = self.up, self.padding, self.f.shape[-1], self.f.shape[0]
+        ph, pw = in_h * upy + y0 + y1, in_w * upx + x0 + x1
+        if ph < kh or pw < kw:  # As the reference path says it.
+            raise ValueError(f'upfirdn2d: the upsampled and padded input ({ph}x{pw}) is smaller than the filter '
+                             f'({kh}x{kw})')
         out_h, out_w = self.out_size(in_h, in_w)
-        if out_h <= 0 or out_w <= 0:
-            raise ValueError(f'upfirdn2d: input {in_h}x{in_w} with this filter and padding gives an empty output')
         y = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device)
         taps = self.taps(x.dtype).to(x.device)
         threads, emulate = _impl.host_exec()
         (upx, upy), (downx, downy), (x0, _, y0, _) = self.up, self.down, self.padding
-        with _impl.device_guard(x):
+        with _impl.device_guard(x), _too_large_is_unsupported():
             self.module.upfirdn2d(x.data_ptr(), y.data_ptr(), taps.data_ptr(), n * c, in_w, in_h, out_w, out_h,
                                   upx, upy, downx, downy, x0, y0, self.f.shape[-1], self.f.shape[0],
                                   int(self.f.ndim == 1), DTYPES[x.dtype], _impl.stream_of(x), threads, emulate)
         return y
+
+
+@contextlib.contextmanager
+def _too_large_is_unsupported():
+    """A filter whose tile does not fit the kernel's buffers (large 2-D filters, double on CUDA): the
+    reference path serves instead."""
+    try:
+        yield
+    except RuntimeError as e:
+        if 'too large for the kernel' in str(e):
+            raise _impl.Unsupported('filters this large for this dtype and device') from None
+        raise
 
 
 class _Upfirdn2d(torch.autograd.Function):
@@ -89,8 +106,12 @@ class Plugin:
             raise _impl.Unsupported(f'dtype {x.dtype}')
         if f.requires_grad and torch.is_grad_enabled():
             raise _impl.Unsupported('gradients with respect to the filter')
-        if max(up) > MAX_UP or max(down) > MAX_DOWN or max(f.shape) > MAX_TAPS:
-            raise _impl.Unsupported(f'up {up}, down {down}, filter {list(f.shape)} (limits: up {MAX_UP}, '
-                                    f'down {MAX_DOWN}, {MAX_TAPS} taps)')
+        # Causes name the limit, not the value, so that each is said once.
+        if max(up) > MAX_UP:
+            raise _impl.Unsupported(f'up factors above {MAX_UP}')
+        if max(down) > MAX_DOWN:
+            raise _impl.Unsupported(f'down factors above {MAX_DOWN}')
+        if max(f.shape) > MAX_TAPS:
+            raise _impl.Unsupported(f'filters longer than {MAX_TAPS} taps')
         cfg = _Config(self.module, f.detach(), up, down, padding, bool(flip_filter), float(gain))
         return _Upfirdn2d.apply(x.contiguous(), cfg)

@@ -285,7 +285,7 @@ const char* launch_dtype(Upfirdn2dParams& p, void* stream, HostExec exec) {
 const char* upfirdn2d_axis(Upfirdn2dAxis& a, int up, int down, int pad0, int taps) {
     if (up < 1 || up > kMaxUp) return "up factor out of range (1..8)";
     if (down < 1 || down > kMaxDown) return "down factor out of range (1..16)";
-    if (taps < 1 || taps > kMaxTaps) return "filter size out of range (1..32)";
+    if (taps < 1 || taps > kMaxTaps) return "filter size out of range (1..64)";
     a = Upfirdn2dAxis{};
     a.up = up;
     a.down = down;
