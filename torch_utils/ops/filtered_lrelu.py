@@ -38,10 +38,16 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError('filtered_lrelu: x must be a 4-D tensor [N, C, H, W]')
     if _impl.resolve('filtered_lrelu', impl, x.device) == 'fused':
-        plugin = _impl.fused_plugin('filtered_lrelu', x.device)
-        last_impl = 'fused'
-        return plugin.filtered_lrelu(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
-                                     slope=slope, clamp=clamp, flip_filter=flip_filter)
+        try:
+            y = _impl.fused_plugin('filtered_lrelu', x.device).filtered_lrelu(
+                x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
+                flip_filter=flip_filter)
+            last_impl = 'fused'
+            return y
+        except _impl.Unsupported as e:
+            if impl == 'fused':
+                raise ValueError(f"filtered_lrelu: impl='fused' cannot serve this call ({e})") from None
+            _impl.warn_once('filtered_lrelu', f'the fused kernel does not support {e}')
     last_impl = 'ref'
     return filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
                               slope=slope, clamp=clamp, flip_filter=flip_filter)
