@@ -71,6 +71,8 @@ struct Buffers {
     A *ym, *zm;       // Intermediate before / after the point-wise step (phase-major by up_x / down_x).
     A *v, *row;       // Stage 3 along x [tile_mid_y][tile_out_x]; one output row [tile_out_x].
     int *yidx, *zidx; // Where intermediate sample l of a row sits in ym / zm.
+    A* cpm;           // Host: the mask codes of a row, phase-major by up_x (as numbers: vector selects).
+    uint8_t* codes;   // Host: the mask codes of a row in natural order (valid from codes[-8]).
 };
 
 // Carves the buffers from `base` into *b (when b is not null); returns their size in units of A.
@@ -80,7 +82,8 @@ EG_HD int flrelu_layout(const FlreluParams& p, Buffers<A>* b, A* base) {
     const int px = ax.up * ax.tile_q, pz = ax.down * ax.tile_z;
     const bool in_place = ax.up == ax.down;  // The same layout before and after the point-wise step.
     const int ints = ceil_div(ax.tile_mid * int(sizeof(int)), int(sizeof(A)));
-    const int sizes[10] = {
+    const int code_bytes = ceil_div(ax.tile_mid + 32, int(sizeof(A)));
+    const int sizes[12] = {
         p.sep1 ? ax.up * ax.phase_taps + ay.up * ay.phase_taps : ax.up * ay.up * ax.phase_taps * ay.phase_taps,
         p.sep3 ? ax.taps3 : ax.taps3 * ay.taps3,
         ay.tile_in * ax.tile_in,
@@ -90,15 +93,17 @@ EG_HD int flrelu_layout(const FlreluParams& p, Buffers<A>* b, A* base) {
         p.sep3 ? ay.tile_mid * ax.tile_out : 0,
         ax.tile_out,
         ints,
-        ints};
-    int total = 0, start[10];
-    for (int i = 0; i < 10; ++i) {
+        ints,
+        px,
+        code_bytes};
+    int total = 0, start[12];
+    for (int i = 0; i < 12; ++i) {
         start[i] = total;
         total += align4(sizes[i]);
     }
     if (b != nullptr) {
-        A* ptrs[10];
-        for (int i = 0; i < 10; ++i) ptrs[i] = base + start[i];
+        A* ptrs[12];
+        for (int i = 0; i < 12; ++i) ptrs[i] = base + start[i];
         b->w1 = ptrs[0];
         b->w3 = ptrs[1];
         b->tile = ptrs[2];
@@ -109,6 +114,8 @@ EG_HD int flrelu_layout(const FlreluParams& p, Buffers<A>* b, A* base) {
         b->row = ptrs[7];
         b->yidx = reinterpret_cast<int*>(ptrs[8]);
         b->zidx = reinterpret_cast<int*>(ptrs[9]);
+        b->cpm = ptrs[10];
+        b->codes = reinterpret_cast<uint8_t*>(ptrs[11]) + 8;
     }
     return total;
 }
@@ -173,7 +180,8 @@ struct FilteredLreluKernel {
                 stage1_2d<kHost>(p, buf, sx, sy, blk);
             }
             EG_SYNC();
-            pointwise(p, buf, sx, sy, plane, blk);
+            if constexpr (kHost) pointwise_host(p, buf, sx, sy, plane);
+            else pointwise(p, buf, sx, sy, plane, blk);
             EG_SYNC();
             T* out = static_cast<T*>(p.y) + plane * ay.out * ax.out + int64_t(sy.o0) * ax.out + sx.o0;
             if (p.sep3) {
@@ -215,15 +223,11 @@ struct FilteredLreluKernel {
         const FlreluAxis& ax = p.ax;
         const int U = ax.up, NP = ax.phase_taps, TQ = ax.tile_q, PX = U * TQ, TW = ax.tile_in, nq = sx.nq;
         if constexpr (kHost) {
-            for (int r = 0; r < sy.nin; ++r) {
-                for (int ph = 0; ph < U; ++ph) {
-                    A* EG_RESTRICT dst = b.xp + r * PX + ph * TQ;
-                    const A* EG_RESTRICT src = b.tile + r * TW + ax.off[ph];
-                    const A* w = b.w1 + ph * NP;
-                    axpy_first(dst, w[0], src, nq);
-                    for (int s = 1; s < NP; ++s) axpy(dst, w[s], src + s, nq);
-                }
-            }
+            int offs[kFlreluMaxTaps];
+            for (int s = 0; s < NP; ++s) offs[s] = s;
+            for (int r = 0; r < sy.nin; ++r)
+                for (int ph = 0; ph < U; ++ph)
+                    taps_row(b.xp + r * PX + ph * TQ, b.w1 + ph * NP, b.tile + r * TW + ax.off[ph], offs, NP, nq, false);
         } else {
             EG_THREADS(blk, tx, ty) {
                 const int n = sy.nin * U * nq;
@@ -243,14 +247,16 @@ struct FilteredLreluKernel {
         const int U = ay.up, NP = ay.phase_taps, TQ = ax.tile_q, PX = ax.up * TQ, nq = sx.nq;
         const A* wy = b.w1 + ax.up * ax.phase_taps;
         if constexpr (kHost) {
+            int offs[kFlreluMaxTaps];
+            for (int s = 0; s < NP; ++s) offs[s] = s * PX;
             for (int l = 0; l < sy.len; ++l) {
                 const int ph = l % U;
-                const A* w = wy + ph * NP;
-                for (int phx = 0; phx < ax.up; ++phx) {
-                    A* EG_RESTRICT dst = b.ym + l * PX + phx * TQ;
-                    const A* EG_RESTRICT src = b.xp + (l / U + ay.off[ph]) * PX + phx * TQ;
-                    axpy_first(dst, w[0], src, nq);
-                    for (int s = 1; s < NP; ++s) axpy(dst, w[s], src + s * PX, nq);
+                const A* src = b.xp + (l / U + ay.off[ph]) * PX;
+                if (nq == TQ) {  // The phases' rows are contiguous.
+                    taps_row(b.ym + l * PX, wy + ph * NP, src, offs, NP, PX, false);
+                } else {
+                    for (int phx = 0; phx < ax.up; ++phx)
+                        taps_row(b.ym + l * PX + phx * TQ, wy + ph * NP, src + phx * TQ, offs, NP, nq, false);
                 }
             }
         } else {
@@ -273,17 +279,15 @@ struct FilteredLreluKernel {
         const int NX = ax.phase_taps, NY = ay.phase_taps, TQ = ax.tile_q, PX = ax.up * TQ, TW = ax.tile_in;
         const int nq = sx.nq;
         if constexpr (kHost) {
+            int offs[kFlreluMaxTaps];
+            for (int s = 0; s < NX; ++s) offs[s] = s;
             for (int l = 0; l < sy.len; ++l) {
                 const int ph = l % ay.up;
                 for (int phx = 0; phx < ax.up; ++phx) {
-                    A* EG_RESTRICT dst = b.ym + l * PX + phx * TQ;
                     const A* w = b.w1 + (ph * ax.up + phx) * NY * NX;
                     const A* src = b.tile + (l / ay.up + ay.off[ph]) * TW + ax.off[phx];
-                    for (int s = 0; s < NY * NX; ++s) {
-                        const A* EG_RESTRICT srow = src + s / NX * TW + s % NX;
-                        if (s == 0) axpy_first(dst, w[0], srow, nq);
-                        else axpy(dst, w[s], srow, nq);
-                    }
+                    for (int sy_ = 0; sy_ < NY; ++sy_)
+                        taps_row(b.ym + l * PX + phx * TQ, w + sy_ * NX, src + sy_ * TW, offs, NX, nq, sy_ > 0);
                 }
             }
         } else {
@@ -347,6 +351,112 @@ struct FilteredLreluKernel {
         }
     }
 
+    // The point-wise step on the host, row by row: vector loops over each phase of ym (in place), the mask
+    // codes through a row of bytes in natural order; samples outside the intermediate zeroed; zm filled
+    // when its layout differs. The same values and codes as pointwise().
+    static void pointwise_host(const FlreluParams& p, const Buffers<A>& b, const TileAxis& sx, const TileAxis& sy,
+                               int64_t plane) {
+        const FlreluAxis &ax = p.ax, &ay = p.ay;
+        const int U = ax.up, D = ax.down, TQ = ax.tile_q, TZ = ax.tile_z, PX = U * TQ, nq = sx.nq, len = sx.len;
+        const int lo = imin(imax(-sx.j0, 0), len), hi = imax(imin(ax.mid - sx.j0, len), lo);  // Inside [0, mid).
+        const int bits = p.mask_bits, per_byte = 8 / bits, code_mask = (1 << bits) - 1;
+        const A gain = A(p.gain), gain_neg = A(p.gain) * A(p.slope), slope = A(p.slope);
+        const A clamp = p.clamp >= 0 ? A(p.clamp) : A(INFINITY);
+        uint8_t* EG_RESTRICT codes = b.codes;  // codes[lx] for row sample lx (valid from -8).
+        for (int l = 0; l < sy.len; ++l) {
+            const int jy = sy.j0 + l;
+            A* EG_RESTRICT yrow = b.ym + l * PX;
+            if (jy < 0 || jy >= ay.mid || lo == hi) {
+                for (int i = 0; i < PX; ++i) yrow[i] = A(0);
+            } else if (MODE == kFlreluLinear) {
+                const uint8_t* mrow = static_cast<const uint8_t*>(p.mask) + (plane * ay.mid + jy) * p.mask_pitch;
+                for (int g = (sx.j0 + lo) / per_byte; g <= (sx.j0 + hi - 1) / per_byte; ++g) {
+                    const unsigned byte = mrow[g];
+                    uint8_t* c = codes + g * per_byte - sx.j0;
+                    for (int e = 0; e < per_byte; ++e) c[e] = uint8_t((byte >> (e * bits)) & code_mask);
+                }
+                for (int lx = 0; lx < lo; ++lx) codes[lx] = 3;  // Code 3: derivative 0.
+                for (int lx = hi; lx < nq * U; ++lx) codes[lx] = 3;
+                for (int ph = 0; ph < U; ++ph) {
+                    A* EG_RESTRICT y = yrow + ph * TQ;
+                    const uint8_t* c = codes + ph;
+                    switch (U) {
+                        case 1: for (int q = 0; q < nq; ++q) y[q] *= derivative(c[q], gain, gain_neg); break;
+                        case 2: for (int q = 0; q < nq; ++q) y[q] *= derivative(c[2 * q], gain, gain_neg); break;
+                        case 4: for (int q = 0; q < nq; ++q) y[q] *= derivative(c[4 * q], gain, gain_neg); break;
+                        default: for (int q = 0; q < nq; ++q) y[q] *= derivative(c[U * q], gain, gain_neg);
+                    }
+                }
+            } else {
+                const bool owned = MODE == kFlreluForwardMask && jy >= sy.own0 && jy < sy.own1;
+                for (int ph = 0; ph < U; ++ph) {
+                    A* EG_RESTRICT y = yrow + ph * TQ;
+                    A* EG_RESTRICT c = b.cpm + ph * TQ;
+                    for (int q = 0; q < nq; ++q) {  // Selects between values computed unconditionally: vectorised.
+                        const A m = y[q], ms = m * slope;
+                        const A v = (m > A(0) ? m : ms) * gain, v_lo = v < -clamp ? -clamp : v;
+                        if (MODE == kFlreluForwardMask) {
+                            const A neg = m > A(0) ? A(0) : A(1), hi_code = v > clamp ? A(2) : neg;
+                            c[q] = v < -clamp ? A(2) : hi_code;
+                        }
+                        y[q] = v > clamp ? clamp : v_lo;
+                    }
+                }
+                for (int lx = 0; lx < lo; ++lx) yrow[b.yidx[lx]] = A(0);
+                for (int lx = hi; lx < len; ++lx) yrow[b.yidx[lx]] = A(0);
+                if (owned) {
+                    for (int ph = 0; ph < U; ++ph) strided_copy(codes + ph, U, b.cpm + ph * TQ, 1, nq);
+                    // The owned bytes; samples past the computed ones (no output reads them) get code 0.
+                    const int g0 = sx.own0 / per_byte, g1 = ceil_div(sx.own1, per_byte);
+                    for (int lx = hi; lx < g1 * per_byte - sx.j0; ++lx) codes[lx] = 0;
+                    uint8_t* mrow = static_cast<uint8_t*>(p.mask) + (plane * ay.mid + jy) * p.mask_pitch;
+                    if (bits == 1) pack<1>(mrow, codes - sx.j0, g0, g1);
+                    else pack<2>(mrow, codes - sx.j0, g0, g1);
+                }
+            }
+            if (U == D) continue;  // zm is ym.
+            // Sample lx moves from [lx % U][lx / U] to [lx % D][lx / D].
+            A* EG_RESTRICT zrow = b.zm + l * D * TZ;
+            if (U % D == 0) {
+                for (int ph = 0; ph < U; ++ph)
+                    strided_copy(zrow + ph % D * TZ + ph / D, U / D, yrow + ph * TQ, 1, ceil_div(len - ph, U));
+            } else if (D % U == 0) {
+                for (int ph = 0; ph < U; ++ph)
+                    for (int r = 0; r < D / U; ++r)
+                        strided_copy(zrow + (r * U + ph) * TZ, 1, yrow + ph * TQ + r, D / U,
+                                     ceil_div(len - ph - r * U, D));
+            } else {
+                for (int lx = 0; lx < len; ++lx) zrow[b.zidx[lx]] = yrow[b.yidx[lx]];
+            }
+        }
+    }
+
+    // dst[i * ds] = src[i * ss], i < n, the strides compile-time constants where they are 1, 2 or 4.
+    template <class DT, class ST>
+    static void strided_copy(DT* EG_RESTRICT dst, int ds, const ST* EG_RESTRICT src, int ss, int n) {
+        if (ds == 1 && ss == 1) for (int i = 0; i < n; ++i) dst[i] = DT(src[i]);
+        else if (ds == 2 && ss == 1) for (int i = 0; i < n; ++i) dst[2 * i] = DT(src[i]);
+        else if (ds == 4 && ss == 1) for (int i = 0; i < n; ++i) dst[4 * i] = DT(src[i]);
+        else if (ds == 1 && ss == 2) for (int i = 0; i < n; ++i) dst[i] = DT(src[2 * i]);
+        else if (ds == 1 && ss == 4) for (int i = 0; i < n; ++i) dst[i] = DT(src[4 * i]);
+        else for (int i = 0; i < n; ++i) dst[i * ds] = DT(src[i * ss]);
+    }
+
+    static EG_HD A derivative(unsigned code, A gain, A gain_neg) {
+        return code == 0 ? gain : (code == 1 ? gain_neg : A(0));
+    }
+
+    // Mask bytes [g0, g1) from one code per byte, codes[jx] for sample jx.
+    template <int BITS>
+    static void pack(uint8_t* EG_RESTRICT mrow, const uint8_t* EG_RESTRICT codes, int g0, int g1) {
+        constexpr int kPerByte = 8 / BITS;
+        for (int g = g0; g < g1; ++g) {
+            unsigned byte = 0;
+            for (int e = 0; e < kPerByte; ++e) byte |= unsigned(codes[g * kPerByte + e]) << (e * BITS);
+            mrow[g] = uint8_t(byte);
+        }
+    }
+
     // Stage 3 along x (separable): v[l][o] for the intermediate rows stage 3 reads.
     template <bool kHost, class Block>
     static EG_DEVICE void stage3_x(const FlreluParams& p, const Buffers<A>& b, const TileAxis& sx,
@@ -356,12 +466,7 @@ struct FilteredLreluKernel {
         if constexpr (kHost) {
             int zoff[kFlreluMaxTaps];
             for (int k = 0; k < K; ++k) zoff[k] = (sx.delta + k) % D * TZ + (sx.delta + k) / D;
-            for (int l = sy.delta; l < sy.len; ++l) {
-                A* EG_RESTRICT dst = b.v + l * TO;
-                const A* zrow = b.zm + l * PZ;
-                axpy_first(dst, b.w3[0], zrow + zoff[0], n);
-                for (int k = 1; k < K; ++k) axpy(dst, b.w3[k], zrow + zoff[k], n);
-            }
+            for (int l = sy.delta; l < sy.len; ++l) taps_row(b.v + l * TO, b.w3, b.zm + l * PZ, zoff, K, n, false);
         } else {
             EG_THREADS(blk, tx, ty) {
                 const int rows = sy.len - sy.delta;
@@ -386,11 +491,11 @@ struct FilteredLreluKernel {
         const FlreluAxis &ax = p.ax, &ay = p.ay;
         const int D = ay.down, K = ay.taps3, TO = ax.tile_out, n = sx.nout;
         if constexpr (kHost) {
+            int offs[kFlreluMaxTaps];
+            for (int k = 0; k < K; ++k) offs[k] = k * TO;
             for (int oy = 0; oy < sy.nout; ++oy) {
                 A* EG_RESTRICT acc = b.row;
-                const A* src = b.v + (oy * D + sy.delta) * TO;
-                axpy_first(acc, b.w3[0], src, n);
-                for (int k = 1; k < K; ++k) axpy(acc, b.w3[k], src + k * TO, n);
+                taps_row(acc, b.w3, b.v + (oy * D + sy.delta) * TO, offs, K, n, false);
                 T* EG_RESTRICT orow = out + int64_t(oy) * ax.out;
                 for (int o = 0; o < n; ++o) store(orow + o, acc[o]);
             }
@@ -416,12 +521,7 @@ struct FilteredLreluKernel {
             for (int oy = 0; oy < sy.nout; ++oy) {
                 A* EG_RESTRICT acc = b.row;
                 const A* src = b.zm + (oy * ay.down + sy.delta) * PZ;
-                for (int ky = 0; ky < KY; ++ky) {
-                    for (int kx = 0; kx < KX; ++kx) {
-                        if (ky == 0 && kx == 0) axpy_first(acc, b.w3[0], src + zoff[0], n);
-                        else axpy(acc, b.w3[ky * KX + kx], src + ky * PZ + zoff[kx], n);
-                    }
-                }
+                for (int ky = 0; ky < KY; ++ky) taps_row(acc, b.w3 + ky * KX, src + ky * PZ, zoff, KX, n, ky > 0);
                 T* EG_RESTRICT orow = out + int64_t(oy) * ax.out;
                 for (int o = 0; o < n; ++o) store(orow + o, acc[o]);
             }
@@ -444,12 +544,45 @@ struct FilteredLreluKernel {
         }
     }
 
-    // dst[i] = w * src[i] and dst[i] += w * src[i], i < n: the host's row operations.
-    static EG_HD void axpy_first(A* EG_RESTRICT dst, A w, const A* EG_RESTRICT src, int n) {
-        for (int i = 0; i < n; ++i) dst[i] = w * src[i];
+    // The host's row operations: dst[i] (= or +=) sum_k w[k] * src[off[k] + i], i < n, the taps summed in
+    // order, up to four per sweep over the row (the partial sums stay in registers).
+    static EG_HD void taps_row(A* EG_RESTRICT dst, const A* w, const A* src, const int* off, int taps, int n,
+                               bool accumulate) {
+        for (int k = 0; k < taps; k += 4) {
+            const bool init = k == 0 && !accumulate;
+            switch (imin(taps - k, 4)) {
+                case 1: sweep<1>(dst, w + k, src, off + k, n, init); break;
+                case 2: sweep<2>(dst, w + k, src, off + k, n, init); break;
+                case 3: sweep<3>(dst, w + k, src, off + k, n, init); break;
+                default: sweep<4>(dst, w + k, src, off + k, n, init); break;
+            }
+        }
     }
-    static EG_HD void axpy(A* EG_RESTRICT dst, A w, const A* EG_RESTRICT src, int n) {
-        for (int i = 0; i < n; ++i) dst[i] += w * src[i];
+    template <int M>
+    static EG_HD void sweep(A* EG_RESTRICT dst, const A* w, const A* src, const int* off, int n, bool init) {
+        const A* EG_RESTRICT s0 = src + off[0];
+        const A* EG_RESTRICT s1 = src + off[M > 1 ? 1 : 0];
+        const A* EG_RESTRICT s2 = src + off[M > 2 ? 2 : 0];
+        const A* EG_RESTRICT s3 = src + off[M > 3 ? 3 : 0];
+        const A w0 = w[0], w1 = M > 1 ? w[1] : A(0), w2 = M > 2 ? w[2] : A(0), w3 = M > 3 ? w[3] : A(0);
+        if (init) {
+            for (int i = 0; i < n; ++i) {
+                A a = w0 * s0[i];
+                if (M > 1) a += w1 * s1[i];
+                if (M > 2) a += w2 * s2[i];
+                if (M > 3) a += w3 * s3[i];
+                dst[i] = a;
+            }
+        } else {
+            for (int i = 0; i < n; ++i) {
+                A a = dst[i];
+                a += w0 * s0[i];
+                if (M > 1) a += w1 * s1[i];
+                if (M > 2) a += w2 * s2[i];
+                if (M > 3) a += w3 * s3[i];
+                dst[i] = a;
+            }
+        }
     }
 
     // sum_s w[s] * src[s * stride], s < n, in the order of the host's row operations.
