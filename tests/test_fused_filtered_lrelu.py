@@ -298,9 +298,11 @@ def test_nvcc_compiles_the_kernel(tmp_path):
     nvcc = shutil.which('nvcc') or ('/usr/local/cuda/bin/nvcc' if os.path.exists('/usr/local/cuda/bin/nvcc') else None)
     if nvcc is None:
         pytest.skip('nvcc not found')
-    out = subprocess.run([nvcc, '-std=c++17', '-O3', '-arch=sm_80', '-c', os.path.join(OPS, 'filtered_lrelu_kernels.cu'),
-                          '-o', str(tmp_path / 'filtered_lrelu_kernels.o')], capture_output=True, text=True, timeout=600)
+    obj = tmp_path / 'filtered_lrelu_kernels.o'
+    src = os.path.join(OPS, 'filtered_lrelu_kernels.cu')
+    out = subprocess.run([nvcc, '-std=c++17', '-O3', '-arch=sm_80', '-c', src, '-o', str(obj)], capture_output=True,
+                         text=True, timeout=600)
     output = out.stdout + out.stderr
     assert out.returncode == 0, output
     assert 'warning' not in output.lower(), output
-    assert (tmp_path / 'filtered_lrelu_kernels.o').stat().st_size > 0
+    assert obj.stat().st_size > 0

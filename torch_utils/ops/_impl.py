@@ -33,7 +33,8 @@ PLUGINS: dict[str, custom_ops.PluginSpec] = {
                                       _COMMON + ('bias_act.h',), _SRC),
     'upfirdn2d': custom_ops.PluginSpec('upfirdn2d', ('upfirdn2d_plugin.cpp', 'upfirdn2d_kernels.cu'),
                                        _COMMON + ('upfirdn2d.h',), _SRC),
-    'filtered_lrelu': custom_ops.PluginSpec('filtered_lrelu', ('filtered_lrelu_plugin.cpp', 'filtered_lrelu_kernels.cu'),
+    'filtered_lrelu': custom_ops.PluginSpec('filtered_lrelu',
+                                            ('filtered_lrelu_plugin.cpp', 'filtered_lrelu_kernels.cu'),
                                             _COMMON + ('filtered_lrelu.h',), _SRC),
 }
 _WRAPPERS = {'bias_act': 'torch_utils.ops.bias_act_fused', 'upfirdn2d': 'torch_utils.ops.upfirdn2d_fused',

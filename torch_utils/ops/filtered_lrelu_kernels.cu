@@ -210,7 +210,8 @@ struct FilteredLreluKernel {
                 }
                 const T* row = src + int64_t(iy) * in_w + ix0;
                 for (int c = tx; c < lo; c += blk.dim_x()) dst[c] = A(0);
-                for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x()) dst[c] = to_acc(row[c]) + bias;
+                for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x())
+                    dst[c] = to_acc(row[c]) + bias;
                 for (int c = hi + pos_mod(tx - hi, blk.dim_x()); c < tw; c += blk.dim_x()) dst[c] = A(0);
             }
         }
@@ -227,7 +228,8 @@ struct FilteredLreluKernel {
             for (int s = 0; s < NP; ++s) offs[s] = s;
             for (int r = 0; r < sy.nin; ++r)
                 for (int ph = 0; ph < U; ++ph)
-                    taps_row(b.xp + r * PX + ph * TQ, b.w1 + ph * NP, b.tile + r * TW + ax.off[ph], offs, NP, nq, false);
+                    taps_row(b.xp + r * PX + ph * TQ, b.w1 + ph * NP, b.tile + r * TW + ax.off[ph], offs, NP, nq,
+                             false);
         } else {
             EG_THREADS(blk, tx, ty) {
                 const int n = sy.nin * U * nq;
@@ -319,8 +321,10 @@ struct FilteredLreluKernel {
             for (int i = ty * blk.dim_x() + tx; i < sy.len * ng; i += blk.num_threads()) {
                 const int l = i / ng, g = g0 + i % ng, jy = sy.j0 + l;
                 const bool row_in = jy >= 0 && jy < ay.mid;
-                uint8_t* mrow = row_in && MODE != kFlreluForward ? mask + (plane * ay.mid + jy) * p.mask_pitch : nullptr;
-                const unsigned in_byte = MODE == kFlreluLinear && mrow != nullptr && g >= 0 && g < p.mask_pitch ? mrow[g] : 0u;
+                uint8_t* mrow = row_in && MODE != kFlreluForward ? mask + (plane * ay.mid + jy) * p.mask_pitch
+                                                                 : nullptr;
+                const bool read = MODE == kFlreluLinear && mrow != nullptr && g >= 0 && g < p.mask_pitch;
+                const unsigned in_byte = read ? mrow[g] : 0u;
                 unsigned out_byte = 0;
                 const A* yrow = b.ym + l * PX;
                 A* zrow = b.zm + l * PZ;
@@ -645,7 +649,8 @@ const char* launch_dtype(FlreluParams& p, void* stream, HostExec exec) {
     if (!cuda_shape) {
         const int64_t blocks_wanted = 4 * int64_t(exec.num_threads > 0 ? exec.num_threads : 1);
         const int64_t by_work = (8192 + mids - 1) / mids;
-        const int64_t by_threads = (p.planes * tiles_x * tiles_y + blocks_wanted - 1) / blocks_wanted / (tiles_x * tiles_y);
+        const int64_t tiles = int64_t(tiles_x) * tiles_y;
+        const int64_t by_threads = (p.planes * tiles + blocks_wanted - 1) / blocks_wanted / tiles;
         ppb = by_work < by_threads ? by_work : by_threads;
         if (ppb < 1) ppb = 1;
     }
