@@ -20,7 +20,7 @@ import scipy.signal
 import scipy.special
 import torch
 
-from torch_utils.ops import _impl, filtered_lrelu, upfirdn2d
+from torch_utils.ops import _impl, filtered_lrelu, filtered_lrelu_fused, upfirdn2d
 
 OPS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'torch_utils', 'ops')
 
@@ -239,17 +239,23 @@ def test_backward_keeps_only_the_mask(name, clamp, dtype):
         assert (expected == 2).any()
 
 
-def test_no_grad_forward_keeps_nothing():
+def test_no_grad_forward_keeps_nothing(monkeypatch):
     shape, kw = layer_kwargs('up2', 1.0)
     x, b = inputs(shape, torch.Generator().manual_seed(8))
+    modes = []
+    launch = filtered_lrelu_fused._Config.launch
+    monkeypatch.setattr(filtered_lrelu_fused._Config, 'launch',
+                        lambda self, x, b, mode, mask=None: modes.append(mode) or launch(self, x, b, mode, mask))
     packed = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        y0 = filtered_lrelu.filtered_lrelu(x, b=b, **kw)  # No input requires grad.
         with torch.no_grad():
-            y0 = filtered_lrelu.filtered_lrelu(x, b=b, **kw)
-        y1 = filtered_lrelu.filtered_lrelu(x, b=b, **kw)  # No input requires grad.
+            y1 = filtered_lrelu.filtered_lrelu(x.clone().requires_grad_(), b=b, **kw)
     assert filtered_lrelu.last_impl == 'fused' and not packed
-    assert torch.equal(y0, y1)
-    assert torch.equal(y0, filtered_lrelu.filtered_lrelu(x.requires_grad_(), b=b, **kw).detach())
+    assert modes == [filtered_lrelu_fused.FORWARD] * 2
+    y2 = filtered_lrelu.filtered_lrelu(x.clone().requires_grad_(), b=b, **kw)
+    assert modes[-1] == filtered_lrelu_fused.FORWARD_MASK  # The same values, with the mask.
+    assert torch.equal(y0, y1) and torch.equal(y0, y2.detach())
 
 
 def test_gradient_with_respect_to_the_bias_only():

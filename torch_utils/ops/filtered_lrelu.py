@@ -2,6 +2,9 @@
 
 The nonlinearity runs at the higher sampling rate so that the harmonics it creates can be removed by
 the low-pass filter `fd` before decimation (StyleGAN3, Sec. 3.2).
+
+impl='auto' takes the fused kernel (filtered_lrelu_fused.py) where it is built: one pass without the
+upsampled tensor, and a backward that keeps a bit-packed mask of the point-wise derivative instead of it.
 """
 
 from __future__ import annotations

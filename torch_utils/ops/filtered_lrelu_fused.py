@@ -110,8 +110,7 @@ def _too_large_is_unsupported():
 
 class _FilteredLRelu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b, cfg):
-        needs_mask = any(ctx.needs_input_grad[:2])
+    def forward(ctx, x, b, cfg, needs_mask):
         y, mask = cfg.launch(x, b, FORWARD_MASK if needs_mask else FORWARD)
         ctx.cfg, ctx.b_dtype = cfg, None if b is None else b.dtype
         if needs_mask:
@@ -126,7 +125,7 @@ class _FilteredLRelu(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             acc = torch.float64 if dx.dtype == torch.float64 else torch.float32
             db = dx.sum([0, 2, 3], dtype=acc).to(ctx.b_dtype)
-        return dx if ctx.needs_input_grad[0] else None, db, None
+        return dx if ctx.needs_input_grad[0] else None, db, None, None
 
 
 class _Linear(torch.autograd.Function):
@@ -201,4 +200,6 @@ class Plugin:
         ay = _Axis(h, out_y, up, py0, k1y, mid_y, down, 0, k3y)
         clamp = float(clamp) if clamp is not None else -1.0
         cfg = _Config(self.module, g1, g3, ax, ay, float(gain), float(slope), clamp)
-        return _FilteredLRelu.apply(x.contiguous(), b, cfg)
+        # The mask only when a backward can follow (needs_input_grad ignores no_grad mode).
+        needs_mask = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+        return _FilteredLRelu.apply(x.contiguous(), b, cfg, needs_mask)

@@ -288,8 +288,8 @@ struct FilteredLreluKernel {
                 for (int phx = 0; phx < ax.up; ++phx) {
                     const A* w = b.w1 + (ph * ax.up + phx) * NY * NX;
                     const A* src = b.tile + (l / ay.up + ay.off[ph]) * TW + ax.off[phx];
-                    for (int sy_ = 0; sy_ < NY; ++sy_)
-                        taps_row(b.ym + l * PX + phx * TQ, w + sy_ * NX, src + sy_ * TW, offs, NX, nq, sy_ > 0);
+                    for (int r = 0; r < NY; ++r)  // A row of taps per sweep, accumulated over the rows.
+                        taps_row(b.ym + l * PX + phx * TQ, w + r * NX, src + r * TW, offs, NX, nq, r > 0);
                 }
             }
         } else {
