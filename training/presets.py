@@ -1,4 +1,5 @@
-"""Named training presets: 'ffhq', 'afhq', 'shapenet' (upstream EG3D's --cfg values) and 'tiny' (a 2-core CPU).
+"""Named training presets: 'ffhq', 'afhq', 'shapenet' (upstream EG3D's --cfg values), 'tiny' (a 2-core CPU)
+and 'tiny-sg3' (tiny with a StyleGAN3 tri-plane backbone).
 
 Each preset is one complete, flat dict. Keys are train.py's option names as click passes them
 (`--map-depth` -> `map_depth`), so command-line flags override fields one to one; `rendering` and
@@ -64,6 +65,9 @@ _UPSTREAM: dict[str, Any] = {
     'triplane_resolution':          256,        # Tri-plane size = backbone img_resolution (fixed upstream).
     'triplane_channels':            32,         # Features per plane; backbone img_channels = 3x this.
     'decoder_hidden_dim':           64,         # Hidden width of the tri-plane decoder MLP (fixed upstream).
+    'backbone_arch':                'stylegan2',  # Tri-plane backbone: 'stylegan2' (upstream) or 'stylegan3' (ours).
+    'backbone_kwargs':              {},         # Extra backbone constructor kwargs, e.g. StyleGAN3's num_layers,
+                                                # margin_size, conv_kernel, use_radial_filters (ours).
     'decoder_lr_mul':               1.0,        # lr_multiplier of the decoder FC layers.
     'gen_pose_cond':                False,      # Generator pose conditioning (GPC): the camera feeds G's mapping.
     'c_scale':                      1.0,        # Scale of c before G's mapping.
@@ -174,6 +178,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     }),
 }
+
+# 'tiny' with StyleGAN3's alias-free synthesis network painting the tri-planes (8 filtered layers
+# instead of 14: the reference filtered_lrelu is slow on a CPU).
+PRESETS['tiny-sg3'] = _derive(PRESETS['tiny'], {
+    'backbone_arch':                'stylegan3',
+    'backbone_kwargs':              {'num_layers': 8},
+})
 
 # ----------------------------------------------------------------------------
 
