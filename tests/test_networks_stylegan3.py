@@ -201,9 +201,10 @@ def test_integer_translation_equivariance(img_resolution):
     # Translating the features by (dx, dy) output pixels translates the image. At 16 px every layer
     # samples at 16/unit, so the shift is whole samples everywhere and each op commutes with it exactly:
     # only float32 rounding (~120 dB) and the borders remain, and the 10-sample margins keep the border
-    # effects of 4 layers out of the image. At 32 px the first layers sample at 16/unit, so one output
-    # pixel is half of their sample: equivariance then rests on the filters' stopbands (>= 45 dB at the
-    # frequencies that alias there). Bound: 80 dB; unaligned images differ at 20-35 dB.
+    # effects of 4 layers out of the image. At 32 px the input samples at 16/unit, so one output pixel
+    # is half an input sample: the first layer's up filter must then interpolate the band-limited
+    # features (|f| <= 2/unit) exactly, and their spectral images (14-18/unit) lie deep in its stopband.
+    # Measured 90-98 dB (16 px) and 107-115 dB (32 px); bound 80 dB. Unaligned images differ at 20-35 dB.
     G = _network(img_resolution, seed=3)
     assert G.synthesis.sampling_rates.min() == 16
     ws = G.mapping(torch.randn(2, 8), None)
@@ -264,6 +265,9 @@ def test_options_plumbing(monkeypatch):
         _sg3_options(monkeypatch, backbone_arch='stylegan4')
     with pytest.raises(ValueError, match='backbone_kwargs.channel_base: set by another option'):
         _sg3_options(monkeypatch, backbone_kwargs={'channel_base': 64})
+    with pytest.raises(ValueError, match="TriPlaneGenerator: backbone_arch must be one of stylegan2, stylegan3"):
+        dnnlib.util.construct_class_by_name(**{**opts.G_kwargs, 'backbone_arch': 'stylegan4'}, c_dim=25,
+                                            img_resolution=32, img_channels=3)
 
 
 def test_tiny_sg3_trains_and_reloads(monkeypatch, tmp_path):

@@ -276,8 +276,7 @@ class SynthesisLayer(torch.nn.Module):
         """x [N, in_channels, in_h, in_w], w [N, w_dim] -> [N, out_channels, out_h, out_w].
         noise_mode is accepted for StyleGAN2's call signature; StyleGAN3 has no noise inputs."""
         _ = noise_mode
-        misc.assert_shape(x, [None, self.in_channels, int(self.in_size[1]), int(self.in_size[0])],
-                          f'SynthesisLayer {self.extra_repr()}: x')
+        misc.assert_shape(x, [None, self.in_channels, int(self.in_size[1]), int(self.in_size[0])], 'SynthesisLayer: x')
         if update_emas:
             magnitude_cur = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude_cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
@@ -303,7 +302,8 @@ class SynthesisLayer(torch.nn.Module):
                 f'out_sampling_rate={self.out_sampling_rate:g}, in_cutoff={self.in_cutoff:g}, '
                 f'out_cutoff={self.out_cutoff:g}, in_half_width={self.in_half_width:g}, '
                 f'out_half_width={self.out_half_width:g}, in_size={[int(v) for v in self.in_size]}, '
-                f'out_size={[int(v) for v in self.out_size]}, in_channels={self.in_channels:d}, out_channels={self.out_channels:d}')
+                f'out_size={[int(v) for v in self.out_size]}, in_channels={self.in_channels:d}, '
+                f'out_channels={self.out_channels:d}')
 
 # ----------------------------------------------------------------------------
 
