@@ -77,6 +77,8 @@ _registry: dict[str, MetricSpec] = {
     'pr2k3_full':  MetricSpec(pr_results, dict(num_gen=2000, max_real=200000, **_PR), full=True),
     'is2k':        MetricSpec(is_results, dict(num_gen=2000, num_splits=10)),
     # Sliced Wasserstein distance (PGGAN), no pretrained weights: n reals (a seeded subset) vs n generated.
+    'swd256':      MetricSpec(swd_results, dict(num_images=256), full=True),     # Quick checks (tests, demo).
+    'swd1k':       MetricSpec(swd_results, dict(num_images=1000), full=True),
     'swd2k':       MetricSpec(swd_results, dict(num_images=2000), full=True),
     'swd16k':      MetricSpec(swd_results, dict(num_images=16000), full=True),
 }

@@ -59,3 +59,17 @@ def synthetic32(tmp_path_factory) -> str:
     subprocess.run([sys.executable, str(ROOT / 'dataset_tool.py'), '--source=synthetic:box', f'--dest={path}',
                     '--max-images=16', '--resolution=32x32'], check=True, capture_output=True, cwd=ROOT)
     return str(path)
+
+
+@pytest.fixture(scope='session')
+def fused_ops():
+    """The fused-op plugins for the CPU, built once per test run (or loaded from the build cache,
+    $EG3D_EXTENSIONS_DIR or ~/.cache/dnnlib/torch_extensions), in parallel. A failed build fails the
+    tests that use them, with its cause; it does not skip them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torch_utils import custom_ops
+    from torch_utils.ops import _impl
+    with ThreadPoolExecutor(len(_impl.PLUGINS)) as pool:
+        jobs = {name: pool.submit(custom_ops.get_plugin, spec, 'cpu') for name, spec in _impl.PLUGINS.items()}
+        return {name: job.result() for name, job in jobs.items()}

@@ -83,3 +83,21 @@ def test_loop_snapshot_reloads_identically(synthetic32, tmp_path):
 def _label(path, idx):
     from training.dataset import ImageFolderDataset
     return ImageFolderDataset(path, use_labels=True).get_label(idx)
+
+
+def test_calc_metrics_reproduces_the_value_logged_in_training(synthetic32, tmp_path):
+    """The loop's metric at a snapshot and calc_metrics.py on that snapshot are one computation."""
+    c, _ = fast_options(synthetic32, metrics=['swd256'], kimg=0.008, snap=1)
+    c.image_snapshot_ticks = None
+    kwargs = {k: v for k, v in c.items() if k not in ('cfg', 'num_gpus')}
+    (tmp_path / 'training_options.json').write_text(json.dumps(c))  # As train.py writes it.
+    training_loop.training_loop(run_dir=str(tmp_path), rank=0, num_gpus=1, **kwargs)
+    logged = [json.loads(line) for line in (tmp_path / 'metric-swd256.jsonl').read_text().splitlines()]
+    assert len(logged) == 2 and logged[-1]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    res = subprocess.run([sys.executable, 'calc_metrics.py', '--metrics=swd256',
+                          f'--network={tmp_path / "network-snapshot-000000.pkl"}', f'--data={synthetic32}'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith('{')][-1])
+    assert line['results']['swd256'] == logged[-1]['results']['swd256']
+    assert np.isfinite(line['results']['swd256']) and line['results']['swd256'] > 0

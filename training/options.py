@@ -168,6 +168,9 @@ def build_training_options(opts: dict) -> tuple[dnnlib.EasyDict, str]:
         else:
             raise OptionsError(f'--aug must be noaug, ada or fixed, got {o.aug!r}')
 
+    if o.ada_kimg != 500:  # The loop's default; upstream has no flag for it.
+        c.ada_kimg = o.ada_kimg
+
     # Fine-tuning from a network snapshot (upstream's --resume semantics).
     if o.resume is not None:
         c.resume_pkl = o.resume

@@ -80,6 +80,7 @@ _UPSTREAM: dict[str, Any] = {
     'ema_kimg':                     None,       # G_ema half-life in kimg; None = batch * 10 / 32 (upstream).
     'ema_rampup':                   0.05,       # G_ema ramp-up as a fraction of cur_nimg; None = off.
     'd_reg_interval':               16,         # Lazy R1 interval of D (minibatches).
+    'ada_kimg':                     500,        # ADA speed: kimg for p to move by 1 (100 when resuming, as upstream).
     'density_reg':                  0.25,       # Strength of the density regulariser; 0 = off.
     'density_reg_every':            4.0,        # Lazy interval of the density regulariser (G_reg_interval).
     'density_reg_p_dist':           0.004,      # Perturbation distance of the l1 density regulariser.

@@ -58,9 +58,15 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     if not isinstance(x, torch.Tensor):
         raise TypeError('bias_act: x must be a tensor')
     if _impl.resolve('bias_act', impl, x.device) == 'fused':
-        plugin = _impl.fused_plugin('bias_act', x.device)
-        last_impl = 'fused'
-        return plugin.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+        try:
+            y = _impl.fused_plugin('bias_act', x.device).bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain,
+                                                                  clamp=clamp)
+            last_impl = 'fused'
+            return y
+        except _impl.Unsupported as e:
+            if impl == 'fused':
+                raise ValueError(f"bias_act: impl='fused' cannot serve this call ({e})") from None
+            _impl.warn_once('bias_act', f'the fused kernel does not support {e}')
     last_impl = 'ref'
     return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 

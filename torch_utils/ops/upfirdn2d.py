@@ -85,9 +85,15 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0, 
         raise ValueError(f'upfirdn2d: x must be a 4-D tensor [N, C, H, W], got '
                          f'{list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
     if _impl.resolve('upfirdn2d', impl, x.device) == 'fused':
-        plugin = _impl.fused_plugin('upfirdn2d', x.device)
-        last_impl = 'fused'
-        return plugin.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+        try:
+            y = _impl.fused_plugin('upfirdn2d', x.device).upfirdn2d(x, f, up=up, down=down, padding=padding,
+                                                                    flip_filter=flip_filter, gain=gain)
+            last_impl = 'fused'
+            return y
+        except _impl.Unsupported as e:
+            if impl == 'fused':
+                raise ValueError(f"upfirdn2d: impl='fused' cannot serve this call ({e})") from None
+            _impl.warn_once('upfirdn2d', f'the fused kernel does not support {e}')
     last_impl = 'ref'
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
