@@ -135,8 +135,8 @@ def generate_videos(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_fra
         --network=network-snapshot-000400.pkl
 
     Animation length and seed keyframes: the animation length is num_keyframes * w_frames frames at
-    60 fps. With a grid, seeds fill the cells keyframe by keyframe: --seeds=0-7 --grid=2x2 gives
-    2 keyframes per cell.
+    60 fps. With a grid, each cell takes K consecutive seeds: --seeds=0-7 --grid=2x2 gives cell
+    (0, 0) the keyframes 0, 1, cell (0, 1) the keyframes 2, 3, and so on.
     """
     _ = reload_modules
     device = inference.default_device()
