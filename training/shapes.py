@@ -72,7 +72,7 @@ class DensityField:
     (rendering_kwargs['density_noise']) is off so that the field is deterministic.
     """
 
-    def __init__(self, G, ws: torch.Tensor, max_batch: int = 2 ** 18, **synthesis_kwargs):
+    def __init__(self, G, ws: torch.Tensor, max_batch: int = 2 ** 17, **synthesis_kwargs):
         if ws.shape[0] != 1:
             raise ValueError(f'DensityField: one latent at a time, got ws {list(ws.shape)}')
         self.G = G
@@ -85,23 +85,26 @@ class DensityField:
         self.device = self.planes.device
 
     @torch.no_grad()
-    def query(self, points: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """World points [M, 3] -> (raw sigma [M], decoder RGB [M, 3] in about [0, 1]), on the CPU."""
+    def query(self, points: np.ndarray | torch.Tensor, rgb: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """World points [M, 3] -> (raw sigma [M], decoder RGB [M, 3] in about [0, 1] or None), on the CPU."""
         points = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 3)
-        sigma, rgb = [], []
-        for start in range(0, points.shape[0], self.max_batch):
-            coords = points[start:start + self.max_batch].to(self.device).unsqueeze(0)
+        sigmas, rgbs = [torch.zeros([0])], [torch.zeros([0, 3])]
+        n = points.shape[0]
+        batch = -(-n // max(-(-n // self.max_batch), 1))            # Equal batches of at most max_batch.
+        for start in range(0, n, max(batch, 1)):
+            coords = points[start:start + batch].to(self.device).unsqueeze(0)
             dirs = torch.tensor([0, 0, -1], dtype=torch.float32, device=self.device).expand_as(coords)
             with misc.profiled('shape_field'):
                 out = self.G.renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.options)
-            sigma.append(out['sigma'][0, :, 0].float().cpu())
-            rgb.append(out['rgb'][0, :, :3].float().cpu())
-        if not sigma:
-            return torch.zeros([0]), torch.zeros([0, 3])
-        return torch.cat(sigma), torch.cat(rgb)
+            # Copies, so that the batch's full decoder output is freed.
+            sigmas.append(out['sigma'][0, :, 0].float().cpu().clone())
+            if rgb:
+                rgbs.append(out['rgb'][0, :, :3].float().cpu().clone())
+            del out
+        return torch.cat(sigmas), (torch.cat(rgbs) if rgb else None)
 
     def sigma(self, points) -> torch.Tensor:
-        return self.query(points)[0]
+        return self.query(points, rgb=False)[0]
 
 # ----------------------------------------------------------------------------
 # The volume, slab by slab.
@@ -109,7 +112,7 @@ class DensityField:
 
 def density_slabs(sigma_fn: Callable[[np.ndarray], torch.Tensor], resolution: int, box_warp: float,
                   pad: int | None = None, pad_top: int | None = None, pad_value: float = DEFAULT_PAD_VALUE,
-                  slab: int = 16) -> Iterator[tuple[int, np.ndarray]]:
+                  slab: int = 8) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (x0, s) with s [S, N, N] float32 = sigma at x indices x0 .. x0 + S - 1 (all y, z), in
     world-axis order (not reversed). Border voxels (`pad` on every face, `pad_top` at the high end
     of y if given) are set to pad_value without being evaluated."""
@@ -272,7 +275,7 @@ def rgb_to_uint8(rgb: torch.Tensor) -> np.ndarray:
 
 def save_shape(path: str, field: DensityField, resolution: int, fmt: str = '.mrc', units: str = 'voxel',
                level: float = DEFAULT_LEVEL, colors: bool = False, pad: int | None = None,
-               pad_top: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, slab: int = 16) -> dict:
+               pad_top: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, slab: int = 8) -> dict:
     """Write the shape of `field` to `path` as .mrc or .ply (axes and units: module docstring).
     colors (.ply only): each vertex gets the decoder's RGB at its position. Returns a summary."""
     if fmt not in SHAPE_FORMATS:
