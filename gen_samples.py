@@ -98,8 +98,8 @@ def _range(ctx, param, value):
               show_default=True)
 @click.option('--fov-deg', help='Field of view of the renders (FOV_to_intrinsics degrees)', type=float,
               default=FOV_DEG_DEFAULT, show_default=True)
-@click.option('--shape-format', help='Shape file format', type=click.Choice(list(shape_io.SHAPE_FORMATS)), default='.mrc',
-              show_default=True)
+@click.option('--shape-format', help='Shape file format', type=click.Choice(list(shape_io.SHAPE_FORMATS)),
+              default='.mrc', show_default=True)
 @click.option('--shape-only-first', help='Export the shape of the first seed only', type=bool, default=False,
               show_default=True, metavar='BOOL')
 @click.option('--shape-units', help='.ply vertex units: voxel (upstream: indices, map frame) or world (EG3D axes)',

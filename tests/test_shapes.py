@@ -161,3 +161,20 @@ def test_empty_shape_and_bad_arguments(tmp_path):
         shapes.save_shape(str(tmp_path / 'x.mrc'), field, 12, fmt='.mrc', colors=True)
     with pytest.raises(ValueError, match='one latent'):
         shapes.DensityField(G, torch.zeros(2, G.num_ws, G.w_dim))
+
+
+def test_unit_frames():
+    """Grid index (x, y, z) -> world -b/2 + index * vs; the voxel frame is (z, y, N-1-x); voxel_to_world
+    inverts it."""
+    n, box = 9, 1.6
+    idx = np.array([[0, 0, 0], [8, 0, 0], [2, 5, 7.5]])
+    faces = np.array([[0, 1, 2]])
+    world, f = shapes.mesh_to_units(idx, faces, n, box, 'world')
+    np.testing.assert_allclose(world, [[-0.8, -0.8, -0.8], [0.8, -0.8, -0.8], [-0.4, 0.2, 0.7]])
+    voxel, f2 = shapes.mesh_to_units(idx, faces, n, box, 'voxel')
+    np.testing.assert_allclose(voxel, [[0, 0, 8], [0, 0, 0], [7.5, 5, 6]])
+    np.testing.assert_array_equal(f, faces)
+    np.testing.assert_array_equal(f2, faces)
+    np.testing.assert_allclose(shapes.voxel_to_world(voxel, n, box), world)
+    with pytest.raises(ValueError, match='units'):
+        shapes.mesh_to_units(idx, faces, n, box, 'mm')

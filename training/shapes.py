@@ -29,7 +29,6 @@ mesh (the full N^3 volume is never held; .mrc slabs go straight to a memory-mapp
 from __future__ import annotations
 
 import mmap
-import os
 from typing import Callable, Iterator
 
 import numpy as np
