@@ -25,6 +25,7 @@ import torch
 
 from camera_utils import FOV_to_intrinsics
 from training import inference
+from training.image_grid import depth_to_image
 from training import shapes as shape_io
 
 FOV_DEG_DEFAULT = 18.837    # Upstream declares it as an int option and so runs with 18 (focal 4.4652, not 4.2634).
@@ -58,7 +59,7 @@ def generate_samples(G, seeds: list[int], outdir: str, truncation_psi: float = 1
         inference.save_png(path, inference.to_uint8(image))
         written.append(path)
         if depth:
-            depths = inference.depth_to_unit(torch.cat([out['image_depth'][0] for out in outs], dim=2))
+            depths = depth_to_image(torch.cat([out['image_depth'][0] for out in outs], dim=2))
             path = os.path.join(outdir, f'seed{seed:04d}_depth.png')
             inference.save_png(path, inference.to_uint8(depths))
             written.append(path)

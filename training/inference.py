@@ -4,7 +4,6 @@ snapshot kind, the device, seed lists, cameras on the orbit, and converting outp
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 
 import dnnlib
 import legacy
-from camera_utils import FOV_to_intrinsics, LookAtPoseSampler
+from camera_utils import LookAtPoseSampler
 from torch_utils.safe_pickle import UnsafePickleError
 from torch_utils.snapshot import SnapshotError
 
@@ -86,24 +85,12 @@ def orbit_camera(G, h: float, v: float, intrinsics: torch.Tensor, device: torch.
     pose = LookAtPoseSampler.sample(h, v, camera_pivot(G), radius=camera_radius(G))
     return torch.cat([pose.reshape(1, 16), intrinsics.reshape(1, 9).to(pose)], dim=1).to(device)
 
-
-def frontal_camera(G, fov_deg: float, device: torch.device) -> torch.Tensor:
-    """The conditioning camera of gen_samples: frontal (yaw = pitch = pi/2), FOV_to_intrinsics(fov_deg)."""
-    return orbit_camera(G, math.pi / 2, math.pi / 2, FOV_to_intrinsics(fov_deg), device)
-
 # ----------------------------------------------------------------------------
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[C, H, W] in [-1, 1] -> uint8 [H, W, C] via (x * 127.5 + 128) clamped, as upstream."""
     return (img.permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-def depth_to_unit(depth: torch.Tensor) -> torch.Tensor:
-    """Depth -> [-1, 1] with near bright: negated and min-max scaled over the whole tensor (upstream's
-    image_depth rule in gen_videos)."""
-    d = -depth.float()
-    return (d - d.min()) / (d.max() - d.min()).clamp(min=1e-8) * 2 - 1
 
 
 def save_png(path: str, pixels: np.ndarray) -> None:

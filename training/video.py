@@ -29,6 +29,7 @@ import torch
 
 from camera_utils import LookAtPoseSampler
 from training import inference
+from training.image_grid import depth_to_image
 
 IMAGE_MODES = ('image', 'image_near', 'image_far', 'image_depth', 'image_raw')
 CFG_FOCAL = {'FFHQ': 4.2647, 'AFHQ': 4.2647, 'Shapenet': 1.7074}   # Normalised focal lengths of upstream's videos.
@@ -154,7 +155,7 @@ class FrameRenderer:
         key = 'image' if mode in DOLLY else mode
         img = out[key][0]
         if mode == 'image_depth':
-            img = inference.depth_to_unit(img)
+            img = depth_to_image(img)
         return img, not hit
 
 
