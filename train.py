@@ -5,7 +5,7 @@ Upstream EG3D's command lines work unchanged, e.g.
     python train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip --gpus=8 --batch=32 --gamma=1 \\
         --gen_pose_cond=True
 
---cfg picks a preset from training/presets.py (ffhq, afhq, shapenet, tiny); every flag overrides one
+--cfg picks a preset from training/presets.py (ffhq, afhq, shapenet, tiny, tiny-sg3); every flag overrides one
 field of it. --dry-run prints the resolved training options as JSON and exits.
 """
 

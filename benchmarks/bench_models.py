@@ -17,6 +17,7 @@ time is spent in convolutions and matrix products.
 Configurations (networks at random initialisation, FFHQ cameras, built through training/options.py
 exactly as train.py builds them):
     tiny      --cfg=tiny: 64 px images, neural 32, 64^2 x 16-channel planes, 24 + 24 samples
+    tiny-sg3  --cfg=tiny-sg3: tiny with a StyleGAN3 backbone (8 layers, reference filtered_lrelu)
     small     the official fixture's: --cfg=ffhq --cbase=4096 --cmax=64 --gen_pose_cond=True, 128 px,
               neural 32, depth samples 12 + 12
     ffhq512   docs/models.md's ffhq512-128: --cfg=ffhq --gen_pose_cond=True
@@ -47,6 +48,7 @@ from training.presets import resolve_preset  # noqa: E402
 
 CONFIGS = {
     'tiny':    dict(preset='tiny', resolution=64, overrides={}),
+    'tiny-sg3': dict(preset='tiny-sg3', resolution=64, overrides={}),
     'small':   dict(preset='ffhq', resolution=128, overrides=dict(
         cbase=4096, cmax=64, gen_pose_cond=True, neural_rendering_resolution_initial=32,
         rendering=dict(depth_resolution=12, depth_resolution_importance=12))),
@@ -58,6 +60,8 @@ CONFIGS = {
 ROWS = {
     'tiny_forward':    ('tiny', 'forward', 4, 32, None),
     'tiny_gmain':      ('tiny', 'gmain', 4, None, None),
+    'tiny_sg3_forward': ('tiny-sg3', 'forward', 4, 32, None),
+    'tiny_sg3_gmain':  ('tiny-sg3', 'gmain', 4, None, None),
     'small_forward':   ('small', 'forward', 4, 32, (0.67, 0.76)),
     'small_gmain':     ('small', 'gmain', 4, None, (2.55, 1.85)),
     'ffhq512_forward': ('ffhq512', 'forward', 1, 128, (7.21, 1.83)),

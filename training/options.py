@@ -111,6 +111,16 @@ def build_training_options(opts: dict) -> tuple[dnnlib.EasyDict, str]:
     for key, default in UPSTREAM_TRIPLANE.items():
         if o.get(key, default) != default:
             c.G_kwargs[key] = o[key]
+    from training.triplane import BACKBONES
+    if o.get('backbone_arch', 'stylegan2') not in BACKBONES:
+        raise OptionsError(f'backbone_arch must be one of {", ".join(BACKBONES)}, got {o.backbone_arch!r}')
+    if o.get('backbone_arch', 'stylegan2') != 'stylegan2':  # Named only when not upstream's, like the sizes.
+        c.G_kwargs.backbone_arch = o.backbone_arch
+    for key, value in o.get('backbone_kwargs', {}).items():
+        if key in c.G_kwargs:
+            raise OptionsError(f'backbone_kwargs.{key}: set by another option (channel_base: --cbase, channel_max: '
+                               f'--cmax, num_fp16_res: --g-num-fp16-res, ...), not through backbone_kwargs')
+        c.G_kwargs[key] = value
     c.D_kwargs = dnnlib.EasyDict(class_name='training.dual_discriminator.DualDiscriminator',
                                  block_kwargs=dnnlib.EasyDict(freeze_layers=o.freezed),
                                  mapping_kwargs=dnnlib.EasyDict(),
@@ -157,6 +167,9 @@ def build_training_options(opts: dict) -> tuple[dnnlib.EasyDict, str]:
             c.augment_p = o.p
         else:
             raise OptionsError(f'--aug must be noaug, ada or fixed, got {o.aug!r}')
+
+    if o.ada_kimg != 500:  # The loop's default; upstream has no flag for it.
+        c.ada_kimg = o.ada_kimg
 
     # Fine-tuning from a network snapshot (upstream's --resume semantics).
     if o.resume is not None:

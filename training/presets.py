@@ -1,4 +1,5 @@
-"""Named training presets: 'ffhq', 'afhq', 'shapenet' (upstream EG3D's --cfg values) and 'tiny' (a 2-core CPU).
+"""Named training presets: 'ffhq', 'afhq', 'shapenet' (upstream EG3D's --cfg values), 'tiny' (a 2-core CPU)
+and 'tiny-sg3' (tiny with a StyleGAN3 tri-plane backbone).
 
 Each preset is one complete, flat dict. Keys are train.py's option names as click passes them
 (`--map-depth` -> `map_depth`), so command-line flags override fields one to one; `rendering` and
@@ -64,6 +65,9 @@ _UPSTREAM: dict[str, Any] = {
     'triplane_resolution':          256,        # Tri-plane size = backbone img_resolution (fixed upstream).
     'triplane_channels':            32,         # Features per plane; backbone img_channels = 3x this.
     'decoder_hidden_dim':           64,         # Hidden width of the tri-plane decoder MLP (fixed upstream).
+    'backbone_arch':                'stylegan2',  # Tri-plane backbone: 'stylegan2' (upstream) or 'stylegan3' (ours).
+    'backbone_kwargs':              {},         # Extra backbone constructor kwargs, e.g. StyleGAN3's num_layers,
+                                                # margin_size, conv_kernel, use_radial_filters (ours).
     'decoder_lr_mul':               1.0,        # lr_multiplier of the decoder FC layers.
     'gen_pose_cond':                False,      # Generator pose conditioning (GPC): the camera feeds G's mapping.
     'c_scale':                      1.0,        # Scale of c before G's mapping.
@@ -76,6 +80,7 @@ _UPSTREAM: dict[str, Any] = {
     'ema_kimg':                     None,       # G_ema half-life in kimg; None = batch * 10 / 32 (upstream).
     'ema_rampup':                   0.05,       # G_ema ramp-up as a fraction of cur_nimg; None = off.
     'd_reg_interval':               16,         # Lazy R1 interval of D (minibatches).
+    'ada_kimg':                     500,        # ADA speed: kimg for p to move by 1 (100 when resuming, as upstream).
     'density_reg':                  0.25,       # Strength of the density regulariser; 0 = off.
     'density_reg_every':            4.0,        # Lazy interval of the density regulariser (G_reg_interval).
     'density_reg_p_dist':           0.004,      # Perturbation distance of the l1 density regulariser.
@@ -174,6 +179,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     }),
 }
+
+# 'tiny' with StyleGAN3's alias-free synthesis network painting the tri-planes (8 filtered layers
+# instead of 14: the reference filtered_lrelu is slow on a CPU).
+PRESETS['tiny-sg3'] = _derive(PRESETS['tiny'], {
+    'backbone_arch':                'stylegan3',
+    'backbone_kwargs':              {'num_layers': 8},
+})
 
 # ----------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ super-resolution network turns that into the final image (EG3D Fig. 2, Sec. 4).
 Compatible with upstream's TriPlaneGenerator: constructor, public methods, parameter and buffer names
 (eg3d-facts 5.1, 5.6), so official weights give official images. Ours besides: the tri-plane size,
 plane channels and decoder width are parameters (upstream fixes 256, 32 and 64), so that small models
-run on a CPU, and the `dataset_label_std` buffer exists from construction.
+run on a CPU, the `dataset_label_std` buffer exists from construction, and backbone_arch='stylegan3'
+paints the planes with StyleGAN3's alias-free synthesis network (training/networks_stylegan3.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, persistence
+from training import networks_stylegan3
 from training.networks_stylegan2 import FullyConnectedLayer, Generator as StyleGAN2Backbone
 from training.volumetric_rendering.ray_sampler import RaySampler
 from training.volumetric_rendering.renderer import ImportanceRenderer
@@ -22,6 +24,11 @@ from training.volumetric_rendering.renderer import ImportanceRenderer
 SR_MODULE_PREFIX = 'training.superresolution.'
 REQUIRED_RENDERING_KWARGS = ('superresolution_module', 'sr_antialias', 'ray_start', 'ray_end', 'box_warp',
                              'depth_resolution', 'depth_resolution_importance')
+# Backbone architectures: the class that paints the planes, and its arguments that only it takes.
+BACKBONES = {
+    'stylegan2': (StyleGAN2Backbone, ()),
+    'stylegan3': (networks_stylegan3.Generator, ('fused_modconv_default',)),  # StyleGAN3 always fuses.
+}
 
 # ----------------------------------------------------------------------------
 
@@ -89,6 +96,7 @@ class TriPlaneGenerator(torch.nn.Module):
         triplane_resolution = 256,          # Plane resolution = backbone img_resolution (256 upstream).
         triplane_channels   = 32,           # Channels per plane (backbone: 3x this) and decoder outputs (32).
         decoder_hidden_dim  = 64,           # Hidden width of the OSGDecoder MLP (64 upstream).
+        backbone_arch       = 'stylegan2',  # 'stylegan2' (EG3D) or 'stylegan3' (alias-free, networks_stylegan3).
         **synthesis_kwargs,                 # Backbone arguments (channel_base, channel_max, num_fp16_res, ...).
     ):
         super().__init__()
@@ -104,12 +112,17 @@ class TriPlaneGenerator(torch.nn.Module):
         if missing:
             raise ValueError(f'TriPlaneGenerator: rendering_kwargs lacks {missing} (eg3d-facts 2.3 lists the keys)')
         sr_class = _superresolution_class(rendering_kwargs.get('superresolution_module'))
+        if backbone_arch not in BACKBONES:
+            raise ValueError(f'TriPlaneGenerator: backbone_arch must be one of {", ".join(BACKBONES)}, '
+                             f'got {backbone_arch!r}')
+        backbone_class, ignored_kwargs = BACKBONES[backbone_arch]
+        self.backbone_arch = backbone_arch
 
         self.renderer = ImportanceRenderer()
         self.ray_sampler = RaySampler()
-        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=triplane_resolution,
-                                          img_channels=triplane_channels * 3, mapping_kwargs=mapping_kwargs,
-                                          **synthesis_kwargs)
+        self.backbone = backbone_class(z_dim, c_dim, w_dim, img_resolution=triplane_resolution,
+                                       img_channels=triplane_channels * 3, mapping_kwargs=mapping_kwargs,
+                                       **{k: v for k, v in synthesis_kwargs.items() if k not in ignored_kwargs})
         self.superresolution = sr_class(channels=triplane_channels, img_resolution=img_resolution,
                                         sr_num_fp16_res=sr_num_fp16_res, sr_antialias=rendering_kwargs['sr_antialias'],
                                         w_dim=w_dim, **sr_kwargs)
