@@ -17,7 +17,8 @@ time is spent in convolutions and matrix products.
 Configurations (networks at random initialisation, FFHQ cameras, built through training/options.py
 exactly as train.py builds them):
     tiny      --cfg=tiny: 64 px images, neural 32, 64^2 x 16-channel planes, 24 + 24 samples
-    tiny-sg3  --cfg=tiny-sg3: tiny with a StyleGAN3 backbone (8 layers, reference filtered_lrelu)
+    tiny-sg3  --cfg=tiny-sg3: tiny with a StyleGAN3 backbone (8 layers; EG3D_FUSED_OPS=0 for the reference
+              filtered_lrelu)
     small     the official fixture's: --cfg=ffhq --cbase=4096 --cmax=64 --gen_pose_cond=True, 128 px,
               neural 32, depth samples 12 + 12
     ffhq512   docs/models.md's ffhq512-128: --cfg=ffhq --gen_pose_cond=True
