@@ -129,13 +129,7 @@ def generate_images(network_pkl, seeds, truncation_psi, truncation_cutoff, class
                                '(upstream accepted the option and ignored it)')
     if shape_colors and shape_format != '.ply':
         raise click.UsageError('--shape-colors needs --shape-format=.ply')
-    device = inference.default_device()
-    print(f'Loading networks from "{network_pkl}" ({device}) ...')
-    try:
-        G = inference.load_generator(network_pkl, device)
-    except inference.NETWORK_ERRORS as err:
-        print(f'gen_samples.py: {err}', file=sys.stderr)
-        raise SystemExit(1)
+    G, device = inference.load_generator_or_exit(network_pkl, 'gen_samples.py')
     shape_kwargs = None
     if shapes:
         shape_kwargs = dict(resolution=shape_res, fmt=shape_format, units=shape_units, level=shape_level,

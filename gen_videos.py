@@ -139,13 +139,7 @@ def generate_videos(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_fra
     (0, 0) the keyframes 0, 1, cell (0, 1) the keyframes 2, 3, and so on.
     """
     _ = reload_modules
-    device = inference.default_device()
-    print(f'Loading networks from "{network_pkl}" ({device}) ...')
-    try:
-        G = inference.load_generator(network_pkl, device)
-    except inference.NETWORK_ERRORS as err:
-        print(f'gen_videos.py: {err}', file=sys.stderr)
-        raise SystemExit(1)
+    G, device = inference.load_generator_or_exit(network_pkl, 'gen_videos.py')
     G.rendering_kwargs['depth_resolution'] = int(G.rendering_kwargs['depth_resolution'] * sampling_multiplier)
     G.rendering_kwargs['depth_resolution_importance'] = int(
         G.rendering_kwargs['depth_resolution_importance'] * sampling_multiplier)

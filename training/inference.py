@@ -5,6 +5,7 @@ snapshot kind, the device, seed lists, cameras on the orbit, and converting outp
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import PIL.Image
@@ -35,6 +36,18 @@ def load_generator(network: str, device: torch.device) -> torch.nn.Module:
     if not hasattr(G, 'rendering_kwargs'):
         raise SnapshotError(f'{network}: G_ema is a {type(G).__name__}, not a tri-plane generator')
     return G.to(device).eval().requires_grad_(False)
+
+
+def load_generator_or_exit(network: str, command: str) -> tuple[torch.nn.Module, torch.device]:
+    """(G_ema, device) for a generation command: prints what it loads, and on a network that cannot
+    be used prints one line naming the file and the problem, then exits with status 1."""
+    device = default_device()
+    print(f'Loading networks from "{network}" ({device}) ...')
+    try:
+        return load_generator(network, device), device
+    except NETWORK_ERRORS as err:
+        print(f'{command}: {err}', file=sys.stderr)
+        raise SystemExit(1)
 
 
 def parse_range(s: str | list) -> list[int]:
