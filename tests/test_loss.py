@@ -157,7 +157,8 @@ def test_density_reg_l1_value():
     a = G.a.detach().clone().requires_grad_(True)
     s1, s2 = (pts @ a) * ws.mean(), (pert @ a) * ws.mean()
     ((s1 - s2).abs().mean() * 0.25 * 4).backward()
-    np.testing.assert_allclose(grad.numpy(), a.grad.numpy(), rtol=1e-5)
+    # float32 means of 2000 signed terms, summed in another order than the loss sums them: 1e-4 relative.
+    np.testing.assert_allclose(grad.numpy(), a.grad.numpy(), rtol=1e-4)
 
 
 def test_unimplemented_density_reg_types_are_errors():

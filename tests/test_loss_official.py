@@ -74,9 +74,16 @@ def test_official_loss_phase(official, phase, gain, monkeypatch):
     official_norms = {k[len(prefix):]: float(data[k]) for k in data.files if k.startswith(prefix)}
     assert set(norms) == set(official_norms)
     scale = max(official_norms.values())
+    # 1e-3 relative; norms at round-off level (e.g. a bias whose effect cancels) get 1e-6 of the largest.
+    # Greg's loss is the l1 of sigma(x) - sigma(x + 0.004 n): a difference of nearly equal float32 densities
+    # whose sign, for the points where they agree to a few ulps, depends on the order of the float32
+    # arithmetic, which differs between CPUs (AVX-512 against AVX2 kernels). On an AMD Zen 3 the small
+    # noise_strength gradients differed from the fixture's by up to 6e-4 of the largest norm (they pass on the
+    # Xeon the fixture tests were written on), so Greg's norms get 2e-3 of the largest. A wrong weight,
+    # perturbation or point count moves them by far more.
+    floor = 2e-3 if phase == 'Greg' else 1e-6
     for name, value in official_norms.items():
-        # 1e-3 relative; norms at round-off level (e.g. a bias whose effect cancels) get 1e-6 of the largest.
-        assert abs(norms[name] - value) <= 1e-3 * value + 1e-6 * scale, (name, norms[name], value)
+        assert abs(norms[name] - value) <= 1e-3 * value + floor * scale, (name, norms[name], value)
 
     if phase == 'Greg':  # Our draws reproduce the official regularisation points (same global RNG order).
         np.testing.assert_array_equal(coords[0].numpy(), data['loss/Greg/G.sample_mixed.coordinates#0'])
