@@ -187,10 +187,11 @@ def main(**kwargs):
         opts = resolve_preset(cfg, {**kwargs, **settings})
         opts['data'] = data
         c, desc = training_options.build_training_options(opts)
-        if c.get('precision', 'fp32') != 'fp32':  # bf16 / fp16 need CUDA: say so before any work.
+        if c.get('precision', 'fp32') != 'fp32' or c.get('compile_mode') is not None:  # CUDA only: say so now.
             import torch
             from training import accel
-            accel.check('cuda' if torch.cuda.is_available() else 'cpu', c.precision)
+            accel.check('cuda' if torch.cuda.is_available() else 'cpu', c.get('precision', 'fp32'),
+                        c.get('compile_mode'))
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
 

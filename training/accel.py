@@ -9,8 +9,9 @@
     compile     None (default): eager. A mode string ('default', 'reduce-overhead', 'max-autotune'):
                 Module.compile() in place on the generator's backbone synthesis, super-resolution and the
                 discriminator; the modules keep their class, parameters and pickles. The renderer stays
-                eager (data-dependent sampling). Works on the CPU too where a C++ compiler is available,
-                but only pays off on CUDA.
+                eager (data-dependent sampling). CUDA only: on the CPU, inductor spent over 10 minutes
+                compiling the tiny preset's graphs (breaking at every fused CPU op) without finishing
+                the first training iteration, so it raises there.
     allow_tf32  False (default, upstream's policy): float32 matmuls and convolutions are exact float32,
                 so results match the CPU and the official fixtures. True lets Ampere+ GPUs use TF32
                 tensor cores (about 10 bits of mantissa in products, float32 accumulation) for both.
@@ -42,6 +43,9 @@ def check(device: torch.device | str, precision: str = 'fp32', compile_mode: str
     if precision != 'fp32' and device.type != 'cuda':
         raise ValueError(f'precision={precision} needs a CUDA device (autocast on {device.type} is not supported '
                          f'here); use precision=fp32')
+    if compile_mode is not None and device.type != 'cuda':
+        raise ValueError(f'compile={compile_mode} needs a CUDA device (on the CPU, compiling takes many minutes '
+                         f'and the eager fused ops are faster); leave compile unset')
     if precision == 'bf16' and not torch.cuda.is_bf16_supported():
         raise ValueError('precision=bf16: this GPU has no bfloat16 support (needs Ampere or newer); use fp16')
 
