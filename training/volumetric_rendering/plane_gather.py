@@ -90,7 +90,7 @@ def feature_table(plane_features: torch.Tensor) -> tuple[torch.Tensor, list[int]
 
 
 def _corners(plane_axes: torch.Tensor, coordinates: torch.Tensor, size_hw: tuple[int, int],
-             strides: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+             strides: list[int], n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices and weights [N * M, 4 P] of the texels each point reads (weights include 1 / P)."""
     n, m, _ = coordinates.shape
     h, w = size_hw
@@ -125,6 +125,8 @@ def _corners(plane_axes: torch.Tensor, coordinates: torch.Tensor, size_hw: tuple
     offsets = torch.tensor([0, sw, sh, sh + sw], device=ix.device)
     rows = r00.unsqueeze(-1) + offsets                                          # [N, M, P, 4]
     rows = torch.where(valid, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
+    if n_rows < 2 ** 31:
+        rows = rows.to(torch.int32)                                             # Half the memory.
     return rows.reshape(n * m, 4 * n_planes), weights.reshape(n * m, 4 * n_planes)
 
 
@@ -133,7 +135,9 @@ class _WeightedGather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table, rows, weights):
-        ctx.save_for_backward(table, rows, weights)
+        # The table (a copy of the planes) is kept only when the points need a gradient.
+        ctx.save_for_backward(table if ctx.needs_input_grad[2] else None, rows, weights)
+        ctx.table_shape = table.shape
         return F.embedding_bag(rows, table, per_sample_weights=weights, mode='sum')
 
     @staticmethod
@@ -142,9 +146,9 @@ class _WeightedGather(torch.autograd.Function):
         table, rows, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         grad = grad.contiguous()
-        c = table.shape[1]
+        c = ctx.table_shape[1]
         if ctx.needs_input_grad[0]:
-            grad_table = torch.zeros_like(table, memory_format=torch.contiguous_format)
+            grad_table = grad.new_zeros(ctx.table_shape)
             for s in range(0, rows.shape[0], _CHUNK):
                 src = weights[s:s + _CHUNK, :, None] * grad[s:s + _CHUNK, None, :]
                 grad_table.index_add_(0, rows[s:s + _CHUNK].reshape(-1), src.reshape(-1, c))
@@ -173,5 +177,5 @@ def sample_plane_mean(plane_axes: torch.Tensor, plane_features: torch.Tensor, co
     if box_warp is not None:
         coordinates = (2 / box_warp) * coordinates
     table, strides = feature_table(plane_features) if table is None else table
-    rows, weights = _corners(plane_axes.to(coordinates.device), coordinates, (h, w), strides)
+    rows, weights = _corners(plane_axes.to(coordinates.device), coordinates, (h, w), strides, table.shape[0])
     return _WeightedGather.apply(table, rows, weights).view(n, m, c)
