@@ -4,6 +4,7 @@ importance sampling, compositing) and the super-resolution module, A/B between i
     .venv/bin/python benchmarks/bench_renderer.py                         # small and ffhq512 configs, both impls
     .venv/bin/python benchmarks/bench_renderer.py --configs small --threads 1 --repeats 7
     .venv/bin/python benchmarks/bench_renderer.py --configs ffhq512_128 --profile
+    .venv/bin/python benchmarks/bench_renderer.py --no-sr --mallopt 1      # glibc keeps freed memory (no page faults)
 
 Configurations (the model benchmark's, docs/perf.md):
     small        batch 4, neural 32, 12 + 12 samples, planes 256^2 x 32, decoder 64; SR Hybrid2X 32 -> 128
