@@ -131,6 +131,9 @@ def resolve_resume(resume: str | None, outdir: str) -> tuple[str | None, str | N
 @click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1))
 @click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0))
 @click.option('--nobench', help='Disable cuDNN benchmarking', metavar='BOOL', type=bool)
+@click.option('--precision', help='Autocast precision on CUDA (docs/gpu.md)', type=click.Choice(['fp32', 'bf16', 'fp16']))
+@click.option('--compile', 'compile', help='torch.compile G backbone, SR and D with this mode (docs/gpu.md)', type=click.Choice(['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs']))
+@click.option('--tf32', help='Allow TF32 matmuls and convolutions on CUDA (default False, as upstream)', metavar='BOOL', type=bool)
 @click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0))
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 @click.option('--image-grid', 'image_grid', help='Columns x rows of the image snapshots', metavar='WxH', type=str)
@@ -184,6 +187,11 @@ def main(**kwargs):
         opts = resolve_preset(cfg, {**kwargs, **settings})
         opts['data'] = data
         c, desc = training_options.build_training_options(opts)
+        if c.get('precision', 'fp32') != 'fp32' or c.get('compile_mode') is not None:  # CUDA only: say so now.
+            import torch
+            from training import accel
+            accel.check('cuda' if torch.cuda.is_available() else 'cpu', c.get('precision', 'fp32'),
+                        c.get('compile_mode'))
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
 

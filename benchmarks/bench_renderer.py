@@ -1,81 +1,163 @@
-"""Time ImportanceRenderer.forward (rays -> features, depth) with an OSGDecoder-sized MLP.
+"""Time the tri-plane renderer (ImportanceRenderer with EG3D's OSGDecoder: plane look-ups, decoder MLP,
+importance sampling, compositing) and the super-resolution module, A/B between implementations in one run.
 
-    .venv/bin/python benchmarks/bench_renderer.py                 # small fixture config, batch 4
-    .venv/bin/python benchmarks/bench_renderer.py --res 64 --planes 256 --samples 48 --batch 1 --profile
+    .venv/bin/python benchmarks/bench_renderer.py                         # small and ffhq512 configs, both impls
+    .venv/bin/python benchmarks/bench_renderer.py --configs small --threads 1 --repeats 7
+    .venv/bin/python benchmarks/bench_renderer.py --configs ffhq512_128 --profile
+    .venv/bin/python benchmarks/bench_renderer.py --no-sr --mallopt 1      # glibc keeps freed memory (no page faults)
 
-Prints the median of --repeats timed runs (after one warm-up) in ms per batch and per image.
+Configurations (the model benchmark's, docs/perf.md):
+    small        batch 4, neural 32, 12 + 12 samples, planes 256^2 x 32, decoder 64; SR Hybrid2X 32 -> 128
+    ffhq512_64   batch 1, neural 64, 48 + 48 samples (ffhq512 Gmain's rendering); SR Hybrid8XDC 64 -> 512
+    ffhq512_128  batch 1, neural 128, 48 + 48 samples (ffhq512 G forward's rendering); SR 8XDC 128 -> 512
+
+Rows: the renderer forward (no grad) and forward + backward into the planes, for each plane_sampling
+implementation ('grid_sample': upstream's look-ups then the decoder's mean; 'gather': the one-pass
+plane gather), timed interleaved (A, B, A, B, ...) so that a busy neighbour slows both alike; and the
+super-resolution forward and forward + backward. Prints medians of wall time and of process CPU time.
 """
+
+from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
+import sys
 import time
 
-import torch
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # Before torch starts (see docs/perf.md).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from camera_utils import FOV_to_intrinsics, LookAtPoseSampler
-from training.volumetric_rendering.ray_sampler import RaySampler
-from training.volumetric_rendering.renderer import ImportanceRenderer
+import torch  # noqa: E402
+
+from camera_utils import FOV_to_intrinsics, LookAtPoseSampler  # noqa: E402
+from training.triplane import OSGDecoder  # noqa: E402
+from training.volumetric_rendering.ray_sampler import RaySampler  # noqa: E402
+from training.volumetric_rendering.renderer import ImportanceRenderer  # noqa: E402
+
+CONFIGS = {
+    'small': dict(batch=4, res=32, samples=12, planes=256, channels=32, hidden=64,
+                  sr='SuperresolutionHybrid2X', img=128),
+    'ffhq512_64': dict(batch=1, res=64, samples=48, planes=256, channels=32, hidden=64,
+                       sr='SuperresolutionHybrid8XDC', img=512),
+    'ffhq512_128': dict(batch=1, res=128, samples=48, planes=256, channels=32, hidden=64,
+                        sr='SuperresolutionHybrid8XDC', img=512),
+}
+IMPLS = ('grid_sample', 'gather')
 
 
-class Decoder(torch.nn.Module):
-    """Same sizes as EG3D's OSGDecoder: mean over planes, 32 -> 64 -> 1 + 32."""
+def time_interleaved(fns: dict, repeats: int) -> dict:
+    """One warm-up each, then `repeats` rounds calling each fn once per round; medians (wall, CPU) in s."""
+    for fn in fns.values():
+        fn()
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[key].append(time.perf_counter() - t0)
+            cpu[key].append(time.process_time() - c0)
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
-    def __init__(self, channels=32, hidden=64):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(channels, hidden), torch.nn.Softplus(),
-                                       torch.nn.Linear(hidden, 1 + channels))
 
-    def forward(self, features, directions):
-        x = self.net(features.mean(1))
-        return {'rgb': torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001, 'sigma': x[..., :1]}
+def renderer_rows(name: str, cfg: dict, args) -> list:
+    torch.manual_seed(0)
+    n = cfg['batch']
+    planes = (torch.randn(n, 3, cfg['channels'], cfg['planes'], cfg['planes']) * 0.5).requires_grad_()
+    poses = torch.cat([LookAtPoseSampler.sample(math.pi / 2 + 0.3 * i, math.pi / 2, [0, 0, 0.2], radius=2.7)
+                       for i in range(n)])
+    origins, dirs = RaySampler()(poses, FOV_to_intrinsics(18.837)[None].repeat(n, 1, 1), cfg['res'])
+    decoder = OSGDecoder(cfg['channels'], {'decoder_lr_mul': 1, 'decoder_output_dim': cfg['channels']},
+                         hidden_dim=cfg['hidden'])
+    renderer = ImportanceRenderer()
+
+    def make(impl, grad):
+        options = dict(ray_start=2.25, ray_end=3.3, box_warp=1, depth_resolution=cfg['samples'],
+                       depth_resolution_importance=cfg['samples'], plane_sampling=impl)
+
+        def run():
+            torch.manual_seed(1)
+            with torch.set_grad_enabled(grad):
+                rgb, depth, _ = renderer(planes, decoder, origins, dirs, options)
+                if grad:
+                    torch.autograd.grad(rgb.square().mean() + depth.mean(), [planes] + list(decoder.parameters()))
+        return run
+
+    rows = []
+    for grad in (False, True):
+        fns = {impl: make(impl, grad) for impl in args.impls}
+        res = time_interleaved(fns, args.repeats)
+        for impl in args.impls:
+            rows.append((name, 'renderer', 'fwd+bwd' if grad else 'forward', impl, *res[impl]))
+        if args.profile:
+            for impl in args.impls:
+                with torch.profiler.profile() as prof:
+                    fns[impl]()
+                print(f'--- {name} renderer {"fwd+bwd" if grad else "forward"} {impl}')
+                print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=12))
+    return rows
+
+
+def sr_rows(name: str, cfg: dict, args) -> list:
+    from training import superresolution
+    torch.manual_seed(0)
+    n, c = cfg['batch'], cfg['channels']
+    sr = getattr(superresolution, cfg['sr'])(channels=c, img_resolution=cfg['img'], sr_num_fp16_res=0,
+                                             sr_antialias=True, w_dim=512)
+    feature = torch.randn(n, c, cfg['res'], cfg['res']).requires_grad_()
+    ws = torch.randn(n, 14, 512)
+
+    def make(grad):
+        def run():
+            with torch.set_grad_enabled(grad):
+                img = sr(feature[:, :3], feature, ws, noise_mode='const')
+                if grad:
+                    torch.autograd.grad(img.square().mean(), [feature] + list(sr.parameters()))
+        return run
+    res = time_interleaved({'forward': make(False), 'fwd+bwd': make(True)}, args.repeats)
+    return [(name, f'SR {cfg["sr"][len("Superresolution"):]}', k, '-', *v) for k, v in res.items()]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--batch', type=int, default=4)
-    parser.add_argument('--res', type=int, default=32, help='neural rendering resolution')
-    parser.add_argument('--planes', type=int, default=256, help='plane resolution')
-    parser.add_argument('--channels', type=int, default=32)
-    parser.add_argument('--samples', type=int, default=12, help='coarse = importance samples per ray')
+    parser.add_argument('--configs', default='small,ffhq512_64,ffhq512_128', help=f'comma list of {list(CONFIGS)}')
+    parser.add_argument('--impls', default=','.join(IMPLS), help='plane_sampling implementations to compare')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--grad', action='store_true', help='forward + backward into the planes')
-    parser.add_argument('--profile', action='store_true', help='print the top operators of one run')
+    parser.add_argument('--no-sr', dest='sr', action='store_false', help='skip the super-resolution rows')
+    parser.add_argument('--mallopt', type=int, default=0, help='1: keep freed memory in the process (glibc '
+                        'M_MMAP_THRESHOLD / M_TRIM_THRESHOLD), so big tensors skip first-touch page faults')
+    parser.add_argument('--profile', action='store_true', help='print the top operators of one run per impl')
     args = parser.parse_args()
+    args.impls = [i for i in args.impls.split(',') if i]
+    if args.mallopt:
+        import ctypes
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap.
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap.
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
 
-    n = args.batch
-    planes = torch.randn(n, 3, args.channels, args.planes, args.planes) * 0.5
-    planes.requires_grad_(args.grad)
-    poses = torch.cat([LookAtPoseSampler.sample(math.pi / 2 + 0.3 * i, math.pi / 2, [0, 0, 0.2], radius=2.7)
-                       for i in range(n)])
-    origins, dirs = RaySampler()(poses, FOV_to_intrinsics(18.837)[None].repeat(n, 1, 1), args.res)
-    options = dict(ray_start=2.25, ray_end=3.3, box_warp=1, depth_resolution=args.samples,
-                   depth_resolution_importance=args.samples, disparity_space_sampling=False, clamp_mode='softplus')
-    renderer, decoder = ImportanceRenderer(), Decoder(args.channels)
+    rows = []
+    for name in args.configs.split(','):
+        cfg = CONFIGS[name]
+        rows += renderer_rows(name, cfg, args)
+        if args.sr:
+            rows += sr_rows(name, cfg, args)
+        for row in rows[-(2 * len(args.impls) + (2 if args.sr else 0)):]:
+            print(f'  {row[0]:12s} {row[1]:14s} {row[2]:8s} {row[3]:12s} wall {row[4] * 1e3:8.1f} ms   '
+                  f'CPU {row[5] * 1e3:8.1f} ms', flush=True)
 
-    def run():
-        with torch.set_grad_enabled(args.grad):
-            rgb, depth, _ = renderer(planes, decoder, origins, dirs, options)
-            if args.grad:
-                (rgb.square().mean() + depth.mean()).backward()
-
-    run()
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    ms = statistics.median(times) * 1e3
-    print(f'renderer {"fwd+bwd" if args.grad else "forward"}: batch {n}, {args.res}^2 rays, '
-          f'{args.samples}+{args.samples} samples, planes {args.channels}x{args.planes}^2: '
-          f'{ms:.1f} ms per batch, {ms / n:.1f} ms per image (median of {args.repeats})')
-    if args.profile:
-        with torch.profiler.profile() as prof:
-            run()
-        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15))
+    print(f'\n{args.threads} threads, mallopt {args.mallopt}, torch {torch.__version__}, medians of {args.repeats} interleaved runs '
+          f'after a warm-up\n')
+    print('| config | part | pass | impl | wall ms | CPU ms | x vs grid_sample (CPU) |')
+    print('|---|---|---|---|---:|---:|---:|')
+    base = {(r[0], r[1], r[2]): r[5] for r in rows if r[3] == 'grid_sample'}
+    for r in rows:
+        ref = base.get((r[0], r[1], r[2]))
+        ratio = f'{ref / r[5]:.2f}' if ref and r[3] not in ('grid_sample', '-') else ''
+        print(f'| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4] * 1e3:.1f} | {r[5] * 1e3:.1f} | {ratio} |')
 
 
 if __name__ == '__main__':

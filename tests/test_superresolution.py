@@ -198,3 +198,26 @@ def test_no_up_block_closed_form():
     torch.testing.assert_close(out_img, img + block.torgb(h, ws[:, 2]), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match='in_channels > 0'):
         sr.SynthesisBlockNoUp(0, 6, w_dim=8, resolution=8, img_channels=3, is_last=False)
+
+
+@pytest.mark.parametrize('antialias', [True, False])
+def test_rgb_view_of_features_resized_once(antialias):
+    # The generator passes rgb = x[:, :3]; the module then resizes x once and takes its first three
+    # channels. Reference: the same rgb as a separate tensor, resized on its own.
+    torch.manual_seed(3)
+    module = sr.SuperresolutionGeneric(channels=8, img_resolution=32, sr_num_fp16_res=0, sr_antialias=antialias,
+                                       input_resolution=16, block_channels=[16, 8], w_dim=16,
+                                       fused_modconv_default='inference_only')
+    ws = torch.randn(2, 4, 16)
+    for size in (8, 24):                                   # Upsampled and downsampled to 16.
+        x = torch.randn(2, 8, size, size, dtype=torch.float64).float()
+        x1 = x.clone().requires_grad_(True)
+        x2 = x.clone().requires_grad_(True)
+        out_view = module(x1[:, :3], x1, ws, noise_mode='const')
+        out_copy = module(x2[:, :3].clone(), x2, ws, noise_mode='const')
+        assert out_view.abs().max() > 0.1
+        torch.testing.assert_close(out_view, out_copy, atol=1e-6, rtol=1e-6)
+        grad = torch.randn_like(out_view)
+        g1, = torch.autograd.grad(out_view, x1, grad)
+        g2, = torch.autograd.grad(out_copy, x2, grad)
+        torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-6)

@@ -24,7 +24,8 @@ UPSTREAM_TRIPLANE = {'triplane_resolution': 256, 'triplane_channels': 32, 'decod
 
 # Keys of the training options that upstream does not have.
 OUR_EXTRA_KEYS = ('cfg', 'image_grid_size', 'ada_interval', 'D_reg_interval', 'ada_target', 'augment_p',
-                  'augment_kwargs', 'cudnn_benchmark', 'resume_kimg', 'resume_state')
+                  'augment_kwargs', 'cudnn_benchmark', 'resume_kimg', 'resume_state', 'precision',
+                  'compile_mode', 'allow_tf32')
 
 
 class OptionsError(ValueError):
@@ -153,6 +154,18 @@ def build_training_options(opts: dict) -> tuple[dnnlib.EasyDict, str]:
     c.G_reg_interval = o.density_reg_every if o.density_reg > 0 else None
     c.D_reg_interval = o.d_reg_interval
     c.cudnn_benchmark = not o.nobench
+    # GPU speed switches (docs/gpu.md): written only when they differ from the loop's defaults.
+    from training import accel
+    try:
+        accel.validate(o.get('precision', 'fp32'), o.get('compile'))
+    except ValueError as err:
+        raise OptionsError(f'--precision / --compile: {err}') from None
+    if o.get('precision', 'fp32') != 'fp32':
+        c.precision = o.precision
+    if o.get('compile') is not None:
+        c.compile_mode = o.compile
+    if o.get('tf32', False):
+        c.allow_tf32 = True
     if o.get('image_grid') is not None:
         c.image_grid_size = list(o.image_grid)
 

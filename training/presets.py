@@ -96,6 +96,11 @@ _UPSTREAM: dict[str, Any] = {
     'style_mixing_prob':            0.0,        # Style mixing probability (upstream crashes with density reg).
     'resume_blur':                  False,      # Keep the blur and swap ramps when resuming.
 
+    # GPU speed switches (ours; docs/gpu.md). The defaults are upstream's behaviour.
+    'precision':                    'fp32',     # 'fp32', or autocast 'bf16' / 'fp16' (CUDA only).
+    'compile':                      None,       # torch.compile mode for G's backbone and SR and D; None = eager.
+    'tf32':                         False,      # Allow TF32 matmuls / convolutions on CUDA (upstream: off).
+
     # Rendering (eg3d-facts 2.3); train.py adds the keys it derives from the options above.
     'rendering': {
         'depth_resolution':             48,             # Stratified (coarse) samples per ray.

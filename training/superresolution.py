@@ -147,8 +147,10 @@ class _SuperresolutionBase(torch.nn.Module):
             ws = ws[:, -1:, :].repeat(1, 3, 1)
             size = x.shape[-1]
             if size != self.input_resolution and (self.resize_when == 'different' or size < self.input_resolution):
+                rgb_is_x = rgb.data_ptr() == x.data_ptr() and rgb.stride() == x.stride()  # The generator's rgb = x[:, :3].
                 x = resize_to(x, self.input_resolution, self.sr_antialias)
-                rgb = resize_to(rgb, self.input_resolution, self.sr_antialias)
+                # Resized per channel, so x's first three channels are rgb resized: not done twice.
+                rgb = x[:, :3] if rgb_is_x else resize_to(rgb, self.input_resolution, self.sr_antialias)
             for idx in range(self.num_blocks):
                 x, rgb = getattr(self, f'block{idx}')(x, rgb, ws, **block_kwargs)
         return rgb

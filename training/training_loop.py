@@ -20,7 +20,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from torch_utils.misc import profiled
-from training import distributed, image_grid, training_state
+from training import accel, distributed, image_grid, training_state
 from training.loss import ema_beta, lazy_regularization
 
 # ----------------------------------------------------------------------------
@@ -161,6 +161,9 @@ def training_loop(
     resume_state            = None,     # Training state to continue exactly (training-state-*.pt), or None.
     training_options        = None,     # The resolved options (plain data), stored in training states.
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
+    precision               = 'fp32',   # 'fp32', or autocast 'bf16' / 'fp16' on CUDA (training/accel.py).
+    compile_mode            = None,     # torch.compile mode for G's backbone and SR and D; None = eager.
+    allow_tf32              = False,    # Allow TF32 on CUDA (upstream's policy: off).
     abort_fn                = None,     # Callback returning True to stop training early.
     progress_fn             = None,     # Callback(cur_kimg, total_kimg) for progress reports.
     device                  = None,     # torch.device; None: cuda:rank when CUDA is available, else the CPU.
@@ -170,10 +173,10 @@ def training_loop(
         device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
     np.random.seed(random_seed * num_gpus + rank)
     torch.manual_seed(random_seed * num_gpus + rank)
+    accel.check(device, precision, compile_mode)  # Before any work: bf16 / fp16 need CUDA.
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = cudnn_benchmark
-        torch.backends.cuda.matmul.allow_tf32 = False   # Upstream's policy: exact float32 by default.
-        torch.backends.cudnn.allow_tf32 = False
+    accel.set_tf32(device, allow_tf32)  # Upstream's policy by default: exact float32.
     training_stats.reset()  # A fresh account for this run (a resumed run restores its own below).
     distributed.reset_stop_request()
     log = print if rank == 0 else (lambda *args, **kwargs: None)
@@ -240,6 +243,10 @@ def training_loop(
             if module is not None:
                 for tensor in misc.params_and_buffers(module):
                     torch.distributed.broadcast(tensor, src=0)
+
+    # torch.compile on the training copies (G_ema, snapshots and metrics stay eager).
+    accel.compile_networks(G, D, compile_mode)
+    scaler = accel.FP16LossScaler(enabled=(precision == 'fp16'))
 
     loss = dnnlib.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
     phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
@@ -317,14 +324,16 @@ def training_loop(
                     gen_z = torch.randn([real_img.shape[0], G.z_dim], generator=gen).to(device)
                     label_idx = torch.randint(len(training_set), [real_img.shape[0]], generator=gen).tolist()
                     gen_c = torch.from_numpy(np.stack([training_set.get_label(i) for i in label_idx])).to(device)
-                    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+                    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), \
+                            accel.autocast(device, precision):
                         torch.manual_seed(seed)
                         loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z,
-                                                  gen_c=gen_c, gain=phase.interval, cur_nimg=cur_nimg)
+                                                  gen_c=gen_c, gain=phase.interval * scaler.scale, cur_nimg=cur_nimg)
                 phase.module.requires_grad_(False)
                 with profiled(phase.name + '_opt'):
-                    average_gradients(phase.module, num_gpus, num_gpus * microbatches_per_rank)
-                    phase.opt.step()
+                    if scaler.unscale(phase.module, _distributed(num_gpus)):  # fp16: skip non-finite steps.
+                        average_gradients(phase.module, num_gpus, num_gpus * microbatches_per_rank)
+                        phase.opt.step()
 
         # EMA.
         with profiled('Gema'):

@@ -57,8 +57,11 @@ class OSGDecoder(torch.nn.Module):
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor) -> dict:
         """sampled_features [N, 3, M, C] -> {'rgb': [N, M, C_out], 'sigma': [N, M, 1]}."""
+        return self.forward_plane_mean(sampled_features.mean(1), ray_directions)
+
+    def forward_plane_mean(self, x: torch.Tensor, ray_directions: torch.Tensor) -> dict:
+        """As forward, from the mean over the planes [N, M, C] (the renderer's one-pass plane gather)."""
         _ = ray_directions  # No view dependence (EG3D Sec. 4.1).
-        x = sampled_features.mean(1)
         n, m, c = x.shape
         x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # Sigmoid with a little headroom (MipNeRF).

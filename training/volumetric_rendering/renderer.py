@@ -19,6 +19,10 @@ rendering_options (upstream's rendering_kwargs; the generator passes its whole d
     white_back                      composite over white instead of black (default False)
     density_noise                   std of Gaussian noise added to raw densities (default 0)
   ours:
+    plane_sampling                  'auto' (default; or $EG3D_PLANE_SAMPLING): on the CPU, decoders
+                                    with forward_plane_mean get the planes' mean from one weighted
+                                    gather (plane_gather.py); 'grid_sample': always upstream's three
+                                    look-ups per point then the decoder's mean; 'gather': always the gather
     plane_convention                'eg3d' (default): planes (x,y), (x,z), (z,x) as upstream;
                                     'orthogonal': planes (x,y), (y,z), (z,x)
     jitter                          True (default, upstream): random stratified jitter and random
@@ -36,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import misc
-from training.volumetric_rendering import math_utils
+from training.volumetric_rendering import math_utils, plane_gather
 from training.volumetric_rendering.ray_marcher import MipRayMarcher2, composite_sample_sets, interval_weights
 
 PLANE_CONVENTIONS = ('eg3d', 'orthogonal')
@@ -287,13 +291,15 @@ class ImportanceRenderer(torch.nn.Module):
             misc.assert_shape(ray_origins, [planes.shape[0], None, 3], name='ray_origins')
             misc.assert_shape(ray_directions, [n, m, 3], name='ray_directions')
             jitter = bool(options.get('jitter', True))
+            # The gather path reads the planes from a channels-last table, made once for both passes.
+            cache = {}
 
             # Coarse pass.
             start, end = ray_bounds(ray_origins, ray_directions, options)
             depths_coarse = self.sample_stratified(ray_origins, start, end, int(options['depth_resolution']),
                                                    options.get('disparity_space_sampling', False), jitter=jitter)
             colors_coarse, densities_coarse = self._evaluate(planes, decoder, ray_origins, ray_directions,
-                                                             depths_coarse, options)
+                                                             depths_coarse, options, cache)
 
             colors, densities, depths = [colors_coarse], [densities_coarse], [depths_coarse]
 
@@ -305,28 +311,40 @@ class ImportanceRenderer(torch.nn.Module):
                 weights = interval_weights(densities_coarse, depths_coarse, options.get('clamp_mode', 'softplus'))
                 depths_fine = self.sample_importance(depths_coarse, weights, n_importance, det=not jitter)
                 colors_fine, densities_fine = self._evaluate(planes, decoder, ray_origins, ray_directions,
-                                                             depths_fine, options)
+                                                             depths_fine, options, cache)
                 colors.append(colors_fine)
                 densities.append(densities_fine)
                 depths.append(depths_fine)
             rgb, depth, weights = composite_sample_sets(colors, densities, depths, options)
             return rgb, depth, weights.sum(2)
 
-    def _evaluate(self, planes, decoder, ray_origins, ray_directions, depths, options):
+    def _evaluate(self, planes, decoder, ray_origins, ray_directions, depths, options, cache=None):
         """Decode at o + t d for depths [N, M, S, 1] -> (colours [N, M, S, C], raw densities [N, M, S, 1])."""
         n, m, s, _ = depths.shape
         coordinates = (ray_origins.unsqueeze(-2) + depths * ray_directions.unsqueeze(-2)).reshape(n, -1, 3)
         directions = ray_directions.unsqueeze(-2).expand(-1, -1, s, -1).reshape(n, -1, 3)
-        out = self.run_model(planes, decoder, coordinates, directions, options)
+        out = self.run_model(planes, decoder, coordinates, directions, options, _cache=cache)
         return out['rgb'].reshape(n, m, s, -1), out['sigma'].reshape(n, m, s, 1)
 
     def run_model(self, planes: torch.Tensor, decoder, sample_coordinates: torch.Tensor,
-                  sample_directions: torch.Tensor, options: dict) -> dict:
-        """Decoder outputs {'rgb': [N, P, C_out], 'sigma': [N, P, 1] raw} at points [N, P, 3]."""
+                  sample_directions: torch.Tensor, options: dict, _cache: dict | None = None) -> dict:
+        """Decoder outputs {'rgb': [N, P, C_out], 'sigma': [N, P, 1] raw} at points [N, P, 3].
+
+        A decoder with forward_plane_mean(mean features [N, P, C], directions) gets the planes' mean
+        directly when the gather path is on (see plane_sampling); other decoders get [N, 3, P, C]."""
         misc.assert_shape(sample_coordinates, [planes.shape[0], None, 3], name='sample_coordinates')
-        features = sample_from_planes(self._axes(options, planes), planes, sample_coordinates,
-                                      padding_mode='zeros', box_warp=options['box_warp'])
-        out = decoder(features, sample_directions)
+        if hasattr(decoder, 'forward_plane_mean') and plane_gather.use_gather(planes, options.get('plane_sampling')):
+            if _cache is None:
+                _cache = {}
+            if 'table' not in _cache:
+                _cache['table'] = plane_gather.feature_table(planes)
+            features = plane_gather.sample_plane_mean(self._axes(options, planes), planes, sample_coordinates,
+                                                      box_warp=options['box_warp'], table=_cache['table'])
+            out = decoder.forward_plane_mean(features, sample_directions)
+        else:
+            features = sample_from_planes(self._axes(options, planes), planes, sample_coordinates,
+                                          padding_mode='zeros', box_warp=options['box_warp'])
+            out = decoder(features, sample_directions)
         n, p = sample_coordinates.shape[:2]
         if not (isinstance(out, dict) and 'rgb' in out and 'sigma' in out):
             raise TypeError(f'the decoder must return a dict with rgb and sigma, got {type(out).__name__}')

@@ -1,0 +1,181 @@
+"""Tri-plane look-up in one pass: the mean over the planes of bilinear plane samples, as one weighted
+gather of feature rows, instead of one grid_sample over N * P planes followed by a mean.
+
+For a point and plane p, grid_sample (bilinear, align_corners=False, zero padding) reads four texels
+with weights (1 - fx)(1 - fy), fx (1 - fy), (1 - fx) fy, fx fy, a texel outside the plane reading 0.
+The mean over P planes is therefore a weighted sum of 4 P feature vectors, and with the planes stored
+channels-last (a feature vector is C consecutive floats) that is exactly what
+torch.nn.functional.embedding_bag computes (mode 'sum' with per-sample weights), in one pass with no
+[N, P, C, M] intermediate. Out-of-plane texels get weight 0 (and a valid dummy row).
+
+The backward is a scatter-add of the weighted incoming gradient into the rows (index_add_, in chunks
+so the [points, 4 P, C] products stay small), and, when the points need a gradient, the weights'
+gradient: the dot products of the gathered rows with the incoming gradient. Both are first-order
+only (double backward raises); the renderer's points never need more.
+
+sample_plane_mean() takes the same arguments as renderer.sample_from_planes() and returns its
+.mean(1), equal up to float rounding (tests/test_renderer.py compares them in float64, values and
+gradients). It runs for CPU float32 / float64 tensors; use_gather() says when the renderer uses it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+ENV = 'EG3D_PLANE_SAMPLING'          # 'auto' (default), 'gather' or 'grid_sample'.
+_CHUNK = 8192                        # Points per index_add_ chunk in the backward.
+
+# ----------------------------------------------------------------------------
+
+
+def use_gather(plane_features: torch.Tensor, impl: str | None = None) -> bool:
+    """Whether the renderer samples the planes with the gather (sample_plane_mean).
+
+    impl (or $EG3D_PLANE_SAMPLING): 'grid_sample' never, 'gather' always (errors where unsupported),
+    'auto' on CPU for float32 / float64 unless EG3D_FUSED_OPS=0 (the reference path everywhere).
+    On CUDA, 'auto' keeps grid_sample (its kernel is fused already; the gather is unmeasured there).
+    """
+    from torch_utils.ops import _impl
+    impl = impl or os.environ.get(ENV, 'auto').strip().lower() or 'auto'
+    if impl not in ('auto', 'gather', 'grid_sample'):
+        raise ValueError(f"{ENV} / plane_sampling must be 'auto', 'gather' or 'grid_sample', got {impl!r}")
+    if impl == 'grid_sample':
+        return False
+    supported = plane_features.dtype in (torch.float32, torch.float64)
+    if impl == 'gather':
+        if not supported:
+            raise ValueError(f'plane_sampling=gather: needs float32 or float64 planes, got {plane_features.dtype}')
+        return True
+    return supported and plane_features.device.type == 'cpu' and _impl.enabled()
+
+
+def _transpose_planes(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """dst[i] = src[i].t() for 3-D src [B, X, Y] (any strides) and contiguous dst [B, Y, X], one 2-D
+    copy per plane: torch's blocked 2-D transpose copy, about 2x a strided copy of the whole tensor."""
+    for i in range(src.shape[0]):
+        dst[i].copy_(src[i].t())
+    return dst
+
+
+class _PlanesToRows(torch.autograd.Function):
+    """Contiguous planes [B, C, H*W] -> rows [B, H*W, C] (and back in the backward)."""
+
+    @staticmethod
+    def forward(ctx, planes):
+        b, c, hw = planes.shape
+        return _transpose_planes(planes, planes.new_empty([b, hw, c]))
+
+    @staticmethod
+    def backward(ctx, grad):
+        b, hw, c = grad.shape
+        return _transpose_planes(grad, grad.new_empty([b, c, hw]))
+
+
+def feature_table(plane_features: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """planes [N, P, C, H, W] -> (rows [N*P*H*W, C], row strides of n, p, h, w). A layout that already
+    keeps C innermost and dense (e.g. a channels-last [N, P*C, H, W] backbone output) is used as is,
+    anything else is transposed to [N, P, H, W, C]."""
+    n, n_planes, c, h, w = plane_features.shape
+    t = plane_features.permute(0, 1, 3, 4, 2)                                # [N, P, H, W, C]
+    order = sorted(range(4), key=lambda d: -t.stride(d))
+    ordered = t.permute(*order, 4)
+    if ordered.is_contiguous():
+        return ordered.reshape(-1, c), [t.stride(d) // c for d in range(4)]
+    rows = _PlanesToRows.apply(plane_features.reshape(n * n_planes, c, h * w))
+    return rows.reshape(-1, c), [n_planes * h * w, h * w, w, 1]
+
+
+def _corners(plane_axes: torch.Tensor, coordinates: torch.Tensor, size_hw: tuple[int, int],
+             strides: list[int], n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices and weights [N * M, 4 P] of the texels each point reads (weights include 1 / P)."""
+    n, m, _ = coordinates.shape
+    h, w = size_hw
+    n_planes = plane_axes.shape[0]
+    inv_axes = torch.linalg.inv(plane_axes.to(coordinates.dtype))[:, :, :2]
+    uv = torch.einsum('nmk,pkj->nmpj', coordinates, inv_axes)                 # [N, M, P, 2]
+    # grid_sample's unnormalisation (align_corners=False): pixel = ((u + 1) * size - 1) / 2.
+    ix = ((uv[..., 0] + 1) * w - 1) / 2
+    iy = ((uv[..., 1] + 1) * h - 1) / 2
+    x0 = torch.floor(ix)
+    y0 = torch.floor(iy)
+    x1 = x0 + 1
+    y1 = y0 + 1
+    # Weights as grid_sample forms them (distances to the opposite corner).
+    wx0, wx1 = x1 - ix, ix - x0
+    wy0, wy1 = y1 - iy, iy - y0
+    in_x0 = (x0 >= 0) & (x0 <= w - 1)
+    in_x1 = (x1 >= 0) & (x1 <= w - 1)
+    in_y0 = (y0 >= 0) & (y0 <= h - 1)
+    in_y1 = (y1 >= 0) & (y1 <= h - 1)
+    scale = 1.0 / n_planes
+    valid = torch.stack([in_x0 & in_y0, in_x1 & in_y0, in_x0 & in_y1, in_x1 & in_y1], dim=-1)  # [N, M, P, 4]
+    weights = torch.stack([wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1], dim=-1) * scale
+    weights = torch.where(valid, weights, torch.zeros((), dtype=ix.dtype, device=ix.device))
+    # Integer texel indices (NaN / out-of-range points: any value, their weights are 0; clamp keeps
+    # the indices valid).
+    xi = torch.nan_to_num(x0, nan=0.0).clamp_(-1, w - 1).long()
+    yi = torch.nan_to_num(y0, nan=0.0).clamp_(-1, h - 1).long()
+    sn, sp, sh, sw = strides
+    base = (torch.arange(n, device=ix.device) * sn).view(n, 1, 1) + (torch.arange(n_planes, device=ix.device) * sp).view(1, 1, n_planes)
+    r00 = base + yi * sh + xi * sw
+    offsets = torch.tensor([0, sw, sh, sh + sw], device=ix.device)
+    rows = r00.unsqueeze(-1) + offsets                                          # [N, M, P, 4]
+    rows = torch.where(valid, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
+    if n_rows < 2 ** 31:
+        rows = rows.to(torch.int32)                                             # Half the memory.
+    return rows.reshape(n * m, 4 * n_planes), weights.reshape(n * m, 4 * n_planes)
+
+
+class _WeightedGather(torch.autograd.Function):
+    """out[i] = sum_k weights[i, k] * table[rows[i, k]]: embedding_bag forward, index_add_ backward."""
+
+    @staticmethod
+    def forward(ctx, table, rows, weights):
+        # The table (a copy of the planes) is kept only when the points need a gradient.
+        ctx.save_for_backward(table if ctx.needs_input_grad[2] else None, rows, weights)
+        ctx.table_shape = table.shape
+        return F.embedding_bag(rows, table, per_sample_weights=weights, mode='sum')
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        table, rows, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        grad = grad.contiguous()
+        c = ctx.table_shape[1]
+        if ctx.needs_input_grad[0]:
+            grad_table = grad.new_zeros(ctx.table_shape)
+            for s in range(0, rows.shape[0], _CHUNK):
+                src = weights[s:s + _CHUNK, :, None] * grad[s:s + _CHUNK, None, :]
+                grad_table.index_add_(0, rows[s:s + _CHUNK].reshape(-1), src.reshape(-1, c))
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.empty_like(weights)
+            for s in range(0, rows.shape[0], _CHUNK):
+                gathered = table[rows[s:s + _CHUNK]]                           # [chunk, K, C]
+                grad_weights[s:s + _CHUNK] = torch.einsum('nkc,nc->nk', gathered, grad[s:s + _CHUNK])
+        return grad_table, None, grad_weights
+
+
+def sample_plane_mean(plane_axes: torch.Tensor, plane_features: torch.Tensor, coordinates: torch.Tensor,
+                      box_warp: float | None = None, table: tuple | None = None) -> torch.Tensor:
+    """Mean over the planes of the bilinear plane samples: plane axes [P, 3, 3], features
+    [N, P, C, H, W], points [N, M, 3] -> [N, M, C] (= sample_from_planes(...).mean(1), zero padding,
+    align_corners=False). Differentiable with respect to the features and the points (first order).
+    table: feature_table(plane_features) when the caller samples the same planes several times."""
+    n, n_planes, c, h, w = plane_features.shape
+    if plane_axes.shape[0] != n_planes or coordinates.ndim != 3 or coordinates.shape[0] != n \
+            or coordinates.shape[-1] != 3:
+        raise ValueError(f'sample_plane_mean: {plane_axes.shape[0]} plane axes, plane features '
+                         f'{list(plane_features.shape)} and points {list(coordinates.shape)} do not fit '
+                         f'(expected [N, P, C, H, W] and [N, M, 3])')
+    m = coordinates.shape[1]
+    coordinates = coordinates.to(plane_features.dtype)
+    if box_warp is not None:
+        coordinates = (2 / box_warp) * coordinates
+    table, strides = feature_table(plane_features) if table is None else table
+    rows, weights = _corners(plane_axes.to(coordinates.device), coordinates, (h, w), strides, table.shape[0])
+    return _WeightedGather.apply(table, rows, weights).view(n, m, c)
