@@ -18,7 +18,7 @@ import click  # noqa: E402
 
 
 @click.command()
-@click.option('--outdir', default='demo-run', show_default=True, metavar='DIR',
+@click.option('--outdir', default='demo-out', show_default=True, metavar='DIR',
               help='Dataset and run directories go here (each run gets a new numbered directory)')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None, metavar='KIMG',
               help='Training length  [default: the tiny preset\'s]')

@@ -105,10 +105,15 @@ def reprojection_error(img_a: torch.Tensor, depth_a: torch.Tensor, c_a: torch.Te
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
 
 
-def foreground(img: torch.Tensor, threshold: float = 0.08) -> torch.Tensor:
-    """[N, 1, R, R] bool: pixels brighter than `threshold` in some channel, images in [-1, 1] on a black
-    background (what an empty EG3D volume renders)."""
-    return ((img + 1) / 2).amax(dim=1, keepdim=True) > threshold
+def foreground(img: torch.Tensor, threshold: float = 0.08, opacity: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, 1, R, R] bool: pixels brighter than `threshold` in some channel (images in [-1, 1] on a black
+    background, what an empty EG3D volume renders) and, given the renderer's opacity per ray [N, 1, r, r],
+    more than half opaque: silhouette halos, where the expected depth is mostly the background's, drop out."""
+    mask = ((img + 1) / 2).amax(dim=1, keepdim=True) > threshold
+    if opacity is not None:
+        mask &= torch.nn.functional.interpolate(opacity, size=img.shape[-2:], mode='bilinear',
+                                                align_corners=False) > 0.5
+    return mask
 
 # ----------------------------------------------------------------------------
 # The check on a generator.
@@ -129,13 +134,23 @@ def generator_reprojection(G, seeds: list[int], yaw: float = 0.35, pitch: float 
     c_front, c_a, c_b = cam(0.0), cam(-yaw), cam(yaw)
     sums = {'rendered': 0.0, 'flat': 0.0}
     count = 0
-    for seed in seeds:
-        torch.manual_seed(seed)
-        ws = G.mapping(inference.latent(seed, G.z_dim, device), c_front)
-        out_a, out_b = G.synthesis(ws, c_a), G.synthesis(ws, c_b)
+    opacity = []    # The renderer's accumulated opacity per ray [N, M, 1], caught on its way out.
+    hook = G.renderer.register_forward_hook(lambda module, inputs, output: opacity.append(output[2]))
+    try:
+        outs = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            ws = G.mapping(inference.latent(seed, G.z_dim, device), c_front)
+            for c in (c_a, c_b):
+                out = G.synthesis(ws, c)
+                out['opacity'] = opacity.pop().reshape(out['image_depth'].shape)
+                outs.append(out)
+    finally:
+        hook.remove()
+    for out_a, out_b in zip(outs[0::2], outs[1::2]):
         for (src, c_src), (dst, c_dst) in [((out_a, c_a), (out_b, c_b)), ((out_b, c_b), (out_a, c_a))]:
             img_src, img_dst = (src['image'] + 1) / 2, (dst['image'] + 1) / 2
-            mask = foreground(src['image'])
+            mask = foreground(src['image'], opacity=src['opacity'])
             depth = src['image_depth']
             errors = {'rendered': reprojection_error(img_src, depth, c_src, img_dst, c_dst, mask),
                       'flat': reprojection_error(img_src, flat_depth(depth, c_src, mask), c_src, img_dst, c_dst,

@@ -40,7 +40,7 @@ class DemoError(RuntimeError):
 
 @dataclasses.dataclass
 class DemoOptions:
-    outdir:        str = 'demo-run'    # Dataset and runs go here.
+    outdir:        str = 'demo-out'    # Dataset and runs go here.
     kimg:          float | None = None  # Training length; None = the tiny preset's.
     train_minutes: float = 7.0          # Wall-time cap of training (SIGTERM: the loop writes a final snapshot).
     images:        int = 1000           # Dataset size.
