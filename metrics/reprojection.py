@@ -105,7 +105,8 @@ def reprojection_error(img_a: torch.Tensor, depth_a: torch.Tensor, c_a: torch.Te
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
 
 
-def foreground(img: torch.Tensor, threshold: float = 0.08, opacity: torch.Tensor | None = None) -> torch.Tensor:
+def foreground(img: torch.Tensor, threshold: float = 0.08, opacity: torch.Tensor | None = None,
+               erode: int = 0) -> torch.Tensor:
     """[N, 1, R, R] bool: pixels brighter than `threshold` in some channel (images in [-1, 1] on a black
     background, what an empty EG3D volume renders) and, given the renderer's opacity per ray [N, 1, r, r],
     more than half opaque: silhouette halos, where the expected depth is mostly the background's, drop out."""
@@ -113,6 +114,8 @@ def foreground(img: torch.Tensor, threshold: float = 0.08, opacity: torch.Tensor
     if opacity is not None:
         mask &= torch.nn.functional.interpolate(opacity, size=img.shape[-2:], mode='bilinear',
                                                 align_corners=False) > 0.5
+    for _ in range(erode):  # Drop the border pixels, whose resized depth blends in the background's.
+        mask = -torch.nn.functional.max_pool2d(-mask.float(), 3, stride=1, padding=1) > 0.5
     return mask
 
 # ----------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def foreground(img: torch.Tensor, threshold: float = 0.08, opacity: torch.Tensor
 
 
 @torch.no_grad()
-def generator_reprojection(G, seeds: list[int], yaw: float = 0.35, pitch: float = 0.0,
+def generator_reprojection(G, seeds: list[int], yaw: float = 0.35, pitch: float = 0.0, erode: int = 1,
                            device: torch.device | str = 'cpu') -> dict[str, float]:
     """Mean reprojection errors of G's super-resolved images (in [0, 1] units) over `seeds`, views A and B at
     yaws -yaw and +yaw about the front (same pitch), each reprojected into the other: through the
@@ -150,7 +153,7 @@ def generator_reprojection(G, seeds: list[int], yaw: float = 0.35, pitch: float 
     for out_a, out_b in zip(outs[0::2], outs[1::2]):
         for (src, c_src), (dst, c_dst) in [((out_a, c_a), (out_b, c_b)), ((out_b, c_b), (out_a, c_a))]:
             img_src, img_dst = (src['image'] + 1) / 2, (dst['image'] + 1) / 2
-            mask = foreground(src['image'], opacity=src['opacity'])
+            mask = foreground(src['image'], opacity=src['opacity'], erode=erode)
             depth = src['image_depth']
             errors = {'rendered': reprojection_error(img_src, depth, c_src, img_dst, c_dst, mask),
                       'flat': reprojection_error(img_src, flat_depth(depth, c_src, mask), c_src, img_dst, c_dst,

@@ -34,6 +34,15 @@ import dnnlib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_PROGRESS_BAR = re.compile(r'\d+%\|')
+
+
+def _shown(path: str) -> str:
+    """A path as printed: relative to the working directory when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith('..') else rel
+
+
 class DemoError(RuntimeError):
     """A stage of the demo failed (the message names the stage and the cause)."""
 
@@ -46,9 +55,11 @@ class DemoOptions:
     images:        int = 1000           # Dataset size.
     resolution:    int = 32             # Dataset resolution (must match the tiny preset's SR output).
     kind:          str = 'box'          # Synthetic kind (training/synthetic.py).
+    yaw_std:       float = 0.7          # Camera yaw spread (rad): twice EG3D's FFHQ-like default, so that a flat
+    pitch_std:     float = 0.3          # card cannot pass for the box and geometry is learned early.
     seed:          int = 0              # Training seed.
     swd_images:    int = 256            # Images per SWD set.
-    reproj_seeds:  int = 8              # Seeds of the reprojection check.
+    reproj_seeds:  int = 16             # Seeds of the reprojection check (two view pairs each).
     video_frames:  int = 120            # Frames of the orbit video (60 fps).
     shape_res:     int = 64             # Voxels per side of the shape.
     train_args:    tuple = ()           # Extra train.py arguments (tests shrink the networks with --set).
@@ -62,7 +73,7 @@ def run_command(args: list[str], stage: str, log=print, deadline: float | None =
     """Run `python <args>` from the repository root, echoing its output; returns the output lines. With a
     deadline (time.time()), send SIGTERM once it passes (train.py then stops cleanly, with a snapshot)."""
     cmd = [sys.executable, *args]
-    log(f'$ {" ".join(os.path.relpath(a, ROOT) if os.path.isabs(a) and a.startswith(ROOT) else a for a in cmd)}')
+    log(f'$ {" ".join(_shown(a) if os.path.isabs(a) else a for a in cmd)}')
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -85,7 +96,8 @@ def run_command(args: list[str], stage: str, log=print, deadline: float | None =
         for line in proc.stdout:
             line = line.rstrip('\n')
             lines.append(line)
-            log(f'  {line}')
+            if not _PROGRESS_BAR.search(line):  # tqdm's bars (gen_videos.py) would flood a log.
+                log(f'  {line}')
         proc.wait()
     except BaseException:
         proc.kill()
@@ -99,14 +111,14 @@ def run_command(args: list[str], stage: str, log=print, deadline: float | None =
 
 def make_dataset(o: DemoOptions, log=print) -> str:
     """The synthetic dataset zip (built once; dataset_tool writes it under a temporary name)."""
-    path = os.path.join(o.outdir, f'{o.kind}{o.resolution}-{o.images}.zip')
+    path = os.path.join(o.outdir, f'{o.kind}{o.resolution}-{o.images}-yaw{o.yaw_std:g}-pitch{o.pitch_std:g}.zip')
     if os.path.isfile(path):
         log(f'[demo] dataset: reusing {path}')
         return path
     os.makedirs(o.outdir, exist_ok=True)
     run_command(['dataset_tool.py', f'--source=synthetic:{o.kind}', f'--dest={path}',
-                 f'--resolution={o.resolution}x{o.resolution}', f'--max-images={o.images}'], 'dataset_tool.py',
-                log)
+                 f'--resolution={o.resolution}x{o.resolution}', f'--max-images={o.images}', f'--yaw-std={o.yaw_std:g}',
+                 f'--pitch-std={o.pitch_std:g}'], 'dataset_tool.py', log)
     return path
 
 
@@ -317,6 +329,6 @@ def run_demo(o: DemoOptions, log=print) -> dict:
     log(f'[demo] time: ' + ', '.join(f'{k} {v:.0f} s' for k, v in times.items()) + f', total {time.time() - t0:.0f} s')
     log('[demo] outputs:')
     for name, path in summary['outputs'].items():
-        log(f'  {name:<12s} {os.path.relpath(path)}')
+        log(f'  {name:<12s} {_shown(path)}')
     summary['passed'] = all(ok for _, ok, _ in checks)
     return summary

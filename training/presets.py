@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     }),
 
     # A 2-core CPU (demo.py trains it from scratch in a few minutes): 32x32 images (synthetic:box at
-    # --resolution=32x32), neural rendering at 16x16 upsampled 2x by a small generic SR, a 32x32 tri-plane
+    # --resolution=32x32; demo.py widens the camera spread, --yaw-std=0.7 --pitch-std=0.3), neural rendering at 16x16 upsampled 2x by a small generic SR, a 32x32 tri-plane
     # with 8 channels, 16 + 16 depth samples, batch 8, float32 throughout, cameras aimed at the origin as
     # training/synthetic.py's. Schedules are scaled to a run of a few kimg (upstream sizes them for 25,000):
     # the blur fades over 1 kimg (blur_fade_kimg is scaled by batch / 32), the GPC swap probability over
@@ -157,7 +157,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     'tiny': _derive(_UPSTREAM, {
         'gpus':                         1,
         'batch':                        8,
-        'gamma':                        1.0,
+        'gamma':                        0.1,        # 32x32 images need far less R1 than 512x512 (StyleGAN2's
+                                                    # heuristic 0.0002 res^2 / batch gives 0.026).
         'workers':                      1,
         'kimg':                         4,
         'tick':                         0.5,
