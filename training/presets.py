@@ -147,13 +147,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     }),
 
     # A 2-core CPU (demo.py trains it from scratch in a few minutes): 32x32 images (synthetic:box at
-    # --resolution=32x32; demo.py widens the camera spread, --yaw-std=0.7 --pitch-std=0.3), neural rendering at 16x16 upsampled 2x by a small generic SR, a 32x32 tri-plane
-    # with 8 channels, 16 + 16 depth samples, batch 8, float32 throughout, cameras aimed at the origin as
-    # training/synthetic.py's. Schedules are scaled to a run of a few kimg (upstream sizes them for 25,000):
-    # the blur fades over 1 kimg (blur_fade_kimg is scaled by batch / 32), the GPC swap probability over
-    # 2 kimg, G_ema's half-life is 0.5 kimg (ramp-up 0.05 x cur_nimg before that), ADA moves p by 1 in
-    # 20 kimg, and a neural rendering resolution fade (if --neural_rendering_resolution_final is given)
-    # takes 2 kimg.
+    # --resolution=32x32; demo.py widens the camera spread with --yaw-std=0.7 --pitch-std=0.3), neural
+    # rendering at 16x16 upsampled 2x by a small generic SR, a 32x32 tri-plane with 8 channels, 16 + 16
+    # depth samples, batch 8, float32 throughout, cameras aimed at the origin as training/synthetic.py's.
+    # Schedules are scaled to a run of a few kimg (upstream sizes them for 25,000): the blur fades over
+    # 1 kimg (blur_fade_kimg is scaled by batch / 32), the GPC swap probability over 2 kimg (when
+    # --gen_pose_cond=True), G_ema's half-life is 0.5 kimg (ramp-up 0.05 x cur_nimg before that), ADA
+    # moves p by 1 in 20 kimg, and a neural rendering resolution fade (with
+    # --neural_rendering_resolution_final) takes 2 kimg.
     'tiny': _derive(_UPSTREAM, {
         'gpus':                         1,
         'batch':                        8,
