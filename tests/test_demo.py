@@ -73,11 +73,30 @@ def test_shortened_demo_end_to_end(tmp_path):
     assert strip.shape == (64, 8 * 32, 3) and strip[:32].std() > 1
 
     # A rerun reuses the dataset and writes a new run directory beside the first.
-    again = _run_demo(outdir, '--train-minutes=0.05')  # The cap stops training early: a clean, short run.
+    again = _run_demo(outdir)
     assert again.returncode in (0, 1), again.stdout[-3000:] + again.stderr[-3000:]
-    assert 'dataset: reusing' in again.stdout and 'wall-time cap reached' in again.stdout
+    assert 'dataset: reusing' in again.stdout
     runs = sorted(p.name for p in (outdir / 'runs').iterdir())
     assert len(runs) == 2 and runs[0].startswith('00000-') and runs[1].startswith('00001-')
+
+
+def test_run_command_wall_time_cap_waits_for_the_start_line():
+    # A child that ignores nothing: SIGTERM before 'tick 0' would kill it (exit -15); after, its handler
+    # stops it cleanly. The deadline has passed from the start, so the signal goes out right after 'tick 0'.
+    script = (
+        'import signal, sys, time\n'
+        'signal.signal(signal.SIGTERM, lambda *a: (print("stopped cleanly", flush=True), sys.exit(0)))\n'
+        'time.sleep(1.0)\n'
+        'print("tick 0 ", flush=True)\n'
+        'time.sleep(30)\n'
+        'print("not stopped", flush=True)\n')
+    logged = []
+    lines = demo.run_command(['-c', script], 'child', log=logged.append, deadline=0,
+                             started=re.compile(r'tick 0 '))
+    assert lines == ['tick 0 ', 'stopped cleanly']
+    assert any('wall-time cap reached' in str(line) for line in logged)
+    with pytest.raises(demo.DemoError, match=r'child failed \(exit code 3\)'):
+        demo.run_command(['-c', 'import sys; print("boom"); sys.exit(3)'], 'child', log=logged.append)
 
 
 def test_choose_shape_level_finds_a_surface(tmp_path):

@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -69,9 +70,11 @@ class DemoOptions:
 # Running the commands.
 
 
-def run_command(args: list[str], stage: str, log=print, deadline: float | None = None) -> list[str]:
+def run_command(args: list[str], stage: str, log=print, deadline: float | None = None,
+                started: re.Pattern | None = None) -> list[str]:
     """Run `python <args>` from the repository root, echoing its output; returns the output lines. With a
-    deadline (time.time()), send SIGTERM once it passes (train.py then stops cleanly, with a snapshot)."""
+    deadline (time.time()), send SIGTERM once it passes and a line has matched `started` (train.py's
+    handler then stops the loop cleanly and writes a final snapshot; before that, SIGTERM would kill it)."""
     cmd = [sys.executable, *args]
     log(f'$ {" ".join(_shown(a) if os.path.isabs(a) else a for a in cmd)}')
     env = dict(os.environ, PYTHONUNBUFFERED='1')
@@ -79,23 +82,24 @@ def run_command(args: list[str], stage: str, log=print, deadline: float | None =
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
     lines = []
-    stopped = False
+    state = {'started': started is None, 'stopped': False}
+
+    def watch():
+        while proc.poll() is None:
+            if state['started'] and not state['stopped'] and time.time() > deadline:
+                log(f'[demo] {stage}: wall-time cap reached; asking it to stop (SIGTERM)')
+                proc.send_signal(signal.SIGTERM)
+                state['stopped'] = True
+            time.sleep(0.5)
+
     try:
         if deadline is not None:
-            import threading
-
-            def stop():
-                nonlocal stopped
-                while proc.poll() is None:
-                    if time.time() > deadline and not stopped:
-                        log(f'[demo] {stage}: wall-time cap reached; asking it to stop (SIGTERM)')
-                        proc.send_signal(signal.SIGTERM)
-                        stopped = True
-                    time.sleep(0.5)
-            threading.Thread(target=stop, daemon=True).start()
+            threading.Thread(target=watch, daemon=True).start()
         for line in proc.stdout:
             line = line.rstrip('\n')
             lines.append(line)
+            if started is not None and started.match(line):
+                state['started'] = True
             if not _PROGRESS_BAR.search(line):  # tqdm's bars (gen_videos.py) would flood a log.
                 log(f'  {line}')
         proc.wait()
@@ -129,7 +133,8 @@ def train(o: DemoOptions, data: str, log=print) -> str:
     if o.kimg is not None:
         args.append(f'--kimg={o.kimg:g}')
     args += list(o.train_args)
-    lines = run_command(args, 'train.py', log, deadline=time.time() + 60 * o.train_minutes)
+    lines = run_command(args, 'train.py', log, deadline=time.time() + 60 * o.train_minutes,
+                        started=re.compile(r'tick 0 '))
     for line in lines:
         match = re.match(r'Output directory: (.*)$', line)
         if match:
@@ -141,8 +146,8 @@ def snapshots(run_dir: str) -> tuple[str, str]:
     """(first, last) network snapshot of a run."""
     found = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))
     if len(found) < 2:
-        raise DemoError(f'{run_dir}: expected a first (kimg 0) and a last network snapshot, found {len(found)} '
-                        f'(train for at least 1 kimg)')
+        raise DemoError(f'{run_dir}: expected a first (kimg 0) and a last network snapshot, found {len(found)}: '
+                        f'training stopped before 1 kimg (--kimg or --train-minutes too small for this machine)')
     return found[0], found[-1]
 
 # ----------------------------------------------------------------------------
