@@ -38,6 +38,7 @@ FAST_OVERRIDES = {
     'sr_kwargs': {'input_resolution': 16, 'block_channels': [16, 16]},
     'neural_rendering_resolution_initial': 16, 'image_grid': (2, 2),
     'rendering': {'depth_resolution': 8, 'depth_resolution_importance': 8},
+    'gen_pose_cond': True,  # The tests cover GPC (the tiny preset itself leaves it off for synthetic objects).
 }
 
 

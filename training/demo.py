@@ -160,15 +160,18 @@ def load_snapshot(path: str) -> dict:
         return legacy.load_network_pkl(f)
 
 
-def swd_table(first: dict, last: dict, num_images: int, seed: int = 0) -> dict[str, float]:
-    """SWD (x1e3, averaged over pyramid levels) of the first and last G_ema and of the mean image."""
+def swd_table(first: dict, last: dict, num_images: int, seed: int = 0, cache_dir: str | None = None
+              ) -> dict[str, float]:
+    """SWD (x1e3, averaged over pyramid levels) of the first and last G_ema and of the mean image, all
+    against the same real images (their descriptors cached in cache_dir; None = dnnlib's cache)."""
     from metrics import metric_utils, sliced_wasserstein
     dataset_kwargs = dnnlib.EasyDict(last['training_set_kwargs'], max_size=None, xflip=False)
+    common = dict(dataset_kwargs=dataset_kwargs, num_workers=0, seed=seed, cache_dir=cache_dir)
     out = {}
     for name, snap in [('first', first), ('last', last)]:
-        opts = metric_utils.MetricOptions(G=snap['G_ema'], dataset_kwargs=dataset_kwargs, num_workers=0, seed=seed)
+        opts = metric_utils.MetricOptions(G=snap['G_ema'], **common)
         out[name] = sliced_wasserstein.compute_swd(opts, num_images)[1]
-    opts = metric_utils.MetricOptions(dataset_kwargs=dataset_kwargs, num_workers=0, seed=seed)
+    opts = metric_utils.MetricOptions(**common)
     out['mean_image'] = sliced_wasserstein.compute_swd_mean_image(opts, num_images)[1]
     return out
 
@@ -236,25 +239,33 @@ def sample_grid(sample_pngs: list[str], columns: int = 2) -> np.ndarray:
 
 def orbit_strip(G, seed: int, num_views: int = 8, yaw_range: float = 0.6) -> np.ndarray:
     """One latent (mapped with the frontal camera) rendered at `num_views` yaws in [-yaw_range, yaw_range]
-    about the front: images over depth maps, side by side."""
+    about the front: images over depth maps (over every view's more-than-half-opaque pixels, scaled
+    together, near bright; black elsewhere)."""
     from training import inference
-    from training.image_grid import depth_to_image
     focal = float(G.rendering_kwargs.get('focal', 4.2647))
     intrinsics = torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float32)
-    images, depths = [], []
-    with torch.no_grad():
-        torch.manual_seed(seed)
-        ws = G.mapping(inference.latent(seed, G.z_dim, torch.device('cpu')), _front_camera(G))
-        for yaw in np.linspace(-yaw_range, yaw_range, num_views):
-            c = inference.orbit_camera(G, math.pi / 2 + float(yaw), math.pi / 2, intrinsics, torch.device('cpu'))
-            out = G.synthesis(ws, c, noise_mode='const')
-            images.append(out['image'][0])
-            depth = torch.nn.functional.interpolate(out['image_depth'], size=out['image'].shape[-2:], mode='bilinear',
-                                                    align_corners=False)
-            depths.append(depth_to_image(depth)[0].expand(3, -1, -1))
-    top = inference.to_uint8(torch.cat(images, dim=2))
-    bottom = inference.to_uint8(torch.cat(depths, dim=2))
-    return np.concatenate([top, bottom], axis=0)
+    images, depths, masks = [], [], []
+    opacity = []
+    hook = G.renderer.register_forward_hook(lambda module, inputs, output: opacity.append(output[2]))
+    try:
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            ws = G.mapping(inference.latent(seed, G.z_dim, torch.device('cpu')), _front_camera(G))
+            for yaw in np.linspace(-yaw_range, yaw_range, num_views):
+                c = inference.orbit_camera(G, math.pi / 2 + float(yaw), math.pi / 2, intrinsics, torch.device('cpu'))
+                out = G.synthesis(ws, c, noise_mode='const')
+                size = out['image'].shape[-2:]
+                resize = lambda x: torch.nn.functional.interpolate(x, size=size, mode='bilinear', align_corners=False)
+                images.append(out['image'][0])
+                depths.append(resize(out['image_depth'])[0])
+                masks.append(resize(opacity.pop().reshape(out['image_depth'].shape))[0] > 0.5)
+    finally:
+        hook.remove()
+    depth, mask = torch.cat(depths, dim=2), torch.cat(masks, dim=2)
+    near, far = (depth[mask].min(), depth[mask].max()) if mask.any() else (depth.min(), depth.max())
+    shade = ((far - depth) / (far - near).clamp(min=1e-8)).clamp(0, 1) * 0.8 + 0.2   # Near 1, far 0.2.
+    depth_img = torch.where(mask, shade * 2 - 1, torch.full_like(shade, -1)).expand(3, -1, -1)
+    return np.concatenate([inference.to_uint8(torch.cat(images, dim=2)), inference.to_uint8(depth_img)], axis=0)
 
 # ----------------------------------------------------------------------------
 
@@ -278,9 +289,9 @@ def run_demo(o: DemoOptions, log=print) -> dict:
     log(f'[demo] checking what was learned: {os.path.basename(first_pkl)} vs {os.path.basename(last_pkl)}')
     first, last = load_snapshot(first_pkl), load_snapshot(last_pkl)
     G = last['G_ema'].eval().requires_grad_(False)
-    swd = swd_table(first, last, o.swd_images, o.seed)
+    swd = swd_table(first, last, o.swd_images, o.seed, cache_dir=os.path.join(o.outdir, 'cache'))
     from metrics import reprojection
-    reproj = reprojection.generator_reprojection(G, list(range(o.reproj_seeds)))
+    reproj = reprojection.generator_reprojection(G, list(range(o.reproj_seeds)))  # Yaws +-0.35 rad.
     times['checks'] = time.time() - t
 
     t = time.time()
