@@ -4,7 +4,8 @@ seen from B, so warping B into A through A's rendered depth reproduces A.
 For each pixel of view A, the point at its depth along its ray (EG3D cameras: OpenCV cam2world, normalised
 intrinsics, pixel centres at (j + 0.5) / R, depth = distance along the unit ray) is projected into view B
 and B's image is sampled there bilinearly. The error is the mean absolute colour difference over A's
-foreground pixels that land inside B. The baseline replaces A's depth by a fronto-parallel plane at the
+foreground pixels that land inside B (for a generator: not black, more than half opaque in the
+renderer, and one pixel in from the silhouette, where the resized depth mixes in the background's). The baseline replaces A's depth by a fronto-parallel plane at the
 mean camera-space z of A's foreground: an image with no 3D structure (a flat card) reprojects exactly that
 way, so depth that encodes the object's shape must score lower.
 
