@@ -47,7 +47,7 @@ def test_shortened_demo_end_to_end(tmp_path):
         assert re.search(re.escape(line) + r'\s+\d+\.\d+', out), line
     verdicts = re.findall(r'^\s+(PASS|FAIL)\s+(.*?):', out, flags=re.M)
     assert [name for _, name in verdicts] == ['SWD(last) <= 0.7 x SWD(first)', 'SWD(last) < SWD(mean image)',
-                                              'reprojection: rendered depth < flat plane', 'shape is not empty']
+                                              'reprojection, rendered depth < flat plane', 'shape is not empty']
     assert re.search(r'tick 1\s+kimg 0\.\d', out), 'training progress (tick lines) is shown'
 
     # Every printed output exists; the summary agrees with the printed verdicts.

@@ -318,7 +318,7 @@ def run_demo(o: DemoOptions, log=print) -> dict:
          f'{swd["last"]:.1f} <= 0.7 x {swd["first"]:.1f} = {0.7 * swd["first"]:.1f}'),
         ('SWD(last) < SWD(mean image)', swd['last'] < swd['mean_image'],
          f'{swd["last"]:.1f} < {swd["mean_image"]:.1f}'),
-        ('reprojection: rendered depth < flat plane', reproj['rendered'] < reproj['flat'],
+        ('reprojection, rendered depth < flat plane', reproj['rendered'] < reproj['flat'],
          f'{reproj["rendered"]:.4f} < {reproj["flat"]:.4f} ({reproj["pairs"]} view pairs)'),
         ('shape is not empty', vertices > 0, f'{vertices} vertices at level {level:g}'),
     ]
