@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-import imageio.v3 as iio
+import imageio
 import numpy as np
 import PIL.Image
 import pytest
@@ -65,7 +65,11 @@ def test_shortened_demo_end_to_end(tmp_path):
     # The files: a non-empty mesh, a video of 120 frames at 32 px, the sample grid and the orbit strip.
     ply = read_ply(os.path.join(ROOT, printed['shape']))
     assert len(ply['vertex']) == summary['shape_vertices'] > 0 and len(ply['faces']) > 0
-    frames = iio.imread(os.path.join(ROOT, printed['video']), plugin='pyav')
+    reader = imageio.get_reader(os.path.join(ROOT, printed['video']))  # ffmpeg (imageio-ffmpeg).
+    try:
+        frames = np.stack([np.asarray(f) for f in reader])
+    finally:
+        reader.close()
     assert frames.shape == (120, 32, 32, 3)
     grid = np.asarray(PIL.Image.open(os.path.join(ROOT, printed['samples'])))
     assert grid.shape == (4 * 32 + 3 * 2, 2 * 96 + 2, 3)
