@@ -150,9 +150,16 @@ def test_every_preset_is_complete():
 def test_tiny_preset_fits_a_small_cpu():
     tiny = resolve_preset('tiny')
     assert tiny['cfg'] == 'tiny' and tiny['gpus'] == 1 and tiny['batch'] % tiny['mbstd_group'] == 0
-    assert tiny['neural_rendering_resolution_initial'] == 32 == tiny['sr_kwargs']['input_resolution']
-    assert tiny['triplane_resolution'] <= 64 and tiny['triplane_channels'] < 32
-    assert tiny['rendering']['depth_resolution'] + tiny['rendering']['depth_resolution_importance'] <= 48
+    # Sized for demo.py: 32x32 images from 16x16 renders, a 32x32 tri-plane, 16 + 16 depth samples.
+    assert tiny['neural_rendering_resolution_initial'] == 16 == tiny['sr_kwargs']['input_resolution']
+    assert tiny['triplane_resolution'] <= 32 and tiny['triplane_channels'] < 32
+    assert tiny['rendering']['depth_resolution'] + tiny['rendering']['depth_resolution_importance'] <= 32
+    assert tiny['rendering']['avg_camera_pivot'] == [0, 0, 0]  # training/synthetic.py's cameras aim at the origin.
+    # Schedules scaled to a run of a few kimg (upstream's are sized for 25,000 kimg).
+    assert tiny['kimg'] <= 10 and tiny['tick'] * tiny['snap'] <= tiny['kimg']  # A snapshot besides kimg 0.
+    assert tiny['batch'] * tiny['blur_fade_kimg'] / 32 <= 2 and tiny['blur_init_sigma'] <= 4
+    assert tiny['gpc_reg_fade_kimg'] <= 2 and tiny['neural_rendering_resolution_fade_kimg'] <= 2
+    assert tiny['ema_kimg'] <= 1 and tiny['ada_kimg'] <= 50
     assert tiny['sr_module'] == 'training.superresolution.SuperresolutionGeneric'
     assert tiny['g_num_fp16_res'] == tiny['d_num_fp16_res'] == tiny['sr_num_fp16_res'] == 0
     for key in ('triplane_resolution', 'triplane_channels', 'decoder_hidden_dim'):

@@ -12,13 +12,22 @@ from training.presets import resolve_preset
 
 
 def _tiny_sr(antialias=True, **overrides):
+    """A generic SR at the former tiny preset's geometry (32 -> 64 px, 16 feature channels, widths [64, 32],
+    w_dim 128), which the filter tests below are written for; the preset itself is now 16 -> 32 px."""
+    kwargs = dict(channel_base=2048, channel_max=64, fused_modconv_default='inference_only', input_resolution=32,
+                  block_channels=[64, 32])
+    kwargs.update(overrides)
+    return sr.SuperresolutionGeneric(channels=16, img_resolution=64, sr_num_fp16_res=0, sr_antialias=antialias,
+                                     w_dim=128, **kwargs)
+
+
+def _preset_tiny_sr():
     """The tiny preset's SR module, built as TriPlaneGenerator builds it."""
     opts = resolve_preset('tiny')
     kwargs = dict(channel_base=opts['cbase'], channel_max=opts['cmax'], fused_modconv_default='inference_only',
                   **opts['sr_kwargs'])
-    kwargs.update(overrides)
-    return sr.SuperresolutionGeneric(channels=opts['triplane_channels'], img_resolution=64, sr_num_fp16_res=0,
-                                     sr_antialias=antialias, w_dim=opts['w_dim'], **kwargs)
+    return sr.SuperresolutionGeneric(channels=opts['triplane_channels'], img_resolution=32, sr_num_fp16_res=0,
+                                     sr_antialias=True, w_dim=opts['w_dim'], **kwargs)
 
 
 def _small_sr():
@@ -59,6 +68,21 @@ def test_tiny_sr_structure_and_output_size():
     for raw_res in (32, 48, 20):  # The neural rendering resolution may differ from the input resolution.
         out = net(torch.randn(2, 3, raw_res, raw_res), torch.randn(2, 16, raw_res, raw_res), ws, noise_mode='none')
         assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_tiny_preset_sr_structure_and_output_size():
+    torch.manual_seed(0)
+    net = _preset_tiny_sr()  # 32x32 images: 16 -> 32 px, 8 feature channels, widths [32, 32], w_dim 64.
+    assert net.input_resolution == 16 and net.num_blocks == 2
+    assert isinstance(net.block0, sr.SynthesisBlockNoUp) and net.block0.resolution == 16
+    assert isinstance(net.block1, sr.SynthesisBlock) and net.block1.resolution == 32
+    shapes = _shapes(net)
+    assert shapes['block0.conv0.weight'] == [32, 8, 3, 3] and shapes['block1.conv0.weight'] == [32, 32, 3, 3]
+    assert shapes['block1.torgb.weight'] == [3, 32, 1, 1] and shapes['block0.conv0.affine.weight'] == [8, 64]
+    ws = torch.randn(2, 9, 64)
+    for raw_res in (16, 24, 10):  # The neural rendering resolution may differ from the input resolution.
+        out = net(torch.randn(2, 3, raw_res, raw_res), torch.randn(2, 8, raw_res, raw_res), ws, noise_mode='none')
+        assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
 
 
 def test_generic_reproduces_hybrid2x_structure():

@@ -220,22 +220,22 @@ def test_bad_configuration_and_inputs():
 def test_tiny_preset_networks_and_loss_phases(monkeypatch):
     def fake_dataset(data, use_labels, xflip, mirror_labels, seed):
         return dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True,
-                               max_size=4, xflip=False, resolution=64, random_seed=seed), 'fake'
+                               max_size=4, xflip=False, resolution=32, random_seed=seed), 'fake'
     monkeypatch.setattr(training_options, 'dataset_kwargs', fake_dataset)
     opts, _ = training_options.build_training_options({**resolve_preset('tiny'), 'data': 'fake.zip'})
-    common = dict(c_dim=25, img_resolution=64, img_channels=3)
+    common = dict(c_dim=25, img_resolution=32, img_channels=3)  # The tiny preset's images.
     torch.manual_seed(8)
     G = dnnlib.util.construct_class_by_name(**opts.G_kwargs, **common).train().requires_grad_(False)
     D = dnnlib.util.construct_class_by_name(**opts.D_kwargs, **common).train().requires_grad_(False)
-    assert G.triplane_resolution == 64 and G.superresolution.input_resolution == 32
+    assert G.triplane_resolution == 32 and G.superresolution.input_resolution == 16
     n = opts.batch_gpu
     c = _cameras(n)
     with torch.no_grad():
-        out = G(torch.randn(n, G.z_dim), c, neural_rendering_resolution=32)
-    assert out['image'].shape == (n, 3, 64, 64) and out['image_raw'].shape == (n, 3, 32, 32)
+        out = G(torch.randn(n, G.z_dim), c, neural_rendering_resolution=16)
+    assert out['image'].shape == (n, 3, 32, 32) and out['image_raw'].shape == (n, 3, 16, 16)
 
     loss = dnnlib.util.construct_class_by_name(device=torch.device('cpu'), G=G, D=D, **opts.loss_kwargs)
-    real = torch.rand(n, 3, 64, 64) * 2 - 1
+    real = torch.rand(n, 3, 32, 32) * 2 - 1
     for phase, net in [('Gmain', G), ('Greg', G), ('Dmain', D), ('Dreg', D)]:
         net.requires_grad_(True)
         net.zero_grad(set_to_none=True)

@@ -151,36 +151,49 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     }),
 
-    # A 2-core CPU: 64x64 images, neural rendering at 32x32, a 64x64 tri-plane with 16 channels, small
-    # channel counts, 24 + 24 depth samples, everything in float32, FFHQ-like cameras. The schedules
-    # (kimg, fades, gamma) are placeholders for a later tuning pass.
+    # A 2-core CPU (demo.py trains it from scratch in a few minutes): 32x32 images (synthetic:box at
+    # --resolution=32x32; demo.py widens the camera spread with --yaw-std=0.7 --pitch-std=0.3), neural
+    # rendering at 16x16 upsampled 2x by a small generic SR, a 32x32 tri-plane with 8 channels, 16 + 16
+    # depth samples, batch 8, float32 throughout, cameras aimed at the origin as training/synthetic.py's.
+    # Schedules are scaled to a run of a few kimg (upstream sizes them for 25,000): the blur fades over
+    # 1 kimg (blur_fade_kimg is scaled by batch / 32), the GPC swap probability over 2 kimg (when
+    # --gen_pose_cond=True), G_ema's half-life is 0.5 kimg (ramp-up 0.05 x cur_nimg before that), ADA
+    # moves p by 1 in 20 kimg, and a neural rendering resolution fade (with
+    # --neural_rendering_resolution_final) takes 2 kimg.
     'tiny': _derive(_UPSTREAM, {
         'gpus':                         1,
-        'batch':                        4,
-        'gamma':                        1.0,
+        'batch':                        8,
+        'gamma':                        0.1,        # 32x32 images need far less R1 than 512x512 (StyleGAN2's
+                                                    # heuristic 0.0002 res^2 / batch gives 0.026).
         'workers':                      1,
-        'kimg':                         100,
-        'tick':                         1,
-        'snap':                         10,
+        'kimg':                         4,
+        'tick':                         0.5,
+        'snap':                         8,          # Ticks: snapshots at kimg 0 and 4 (and at the end).
         'metrics':                      [],
         'image_grid':                   (8, 4),
-        'z_dim':                        128,
-        'w_dim':                        128,
-        'cbase':                        2048,       # Channels: 64 up to 32x32, 32 at 64x64.
+        'z_dim':                        64,
+        'w_dim':                        64,
+        'cbase':                        1024,       # Channels: 64 up to 16x16, 32 at 32x32.
         'cmax':                         64,
         'd_num_fp16_res':               0,          # fp16 never runs on the CPU; 0 also means no conv_clamp.
         'sr_num_fp16_res':              0,
         'sr_module':                    'training.superresolution.SuperresolutionGeneric',
-        'sr_kwargs':                    {'input_resolution': 32, 'block_channels': [64, 32]},  # SuperresolutionGeneric.
-        'triplane_resolution':          64,
-        'triplane_channels':            16,
+        'sr_kwargs':                    {'input_resolution': 16, 'block_channels': [32, 32]},  # SuperresolutionGeneric.
+        'triplane_resolution':          32,
+        'triplane_channels':            8,
         'decoder_hidden_dim':           32,
-        'gen_pose_cond':                True,       # As the official FFHQ training command.
-        'neural_rendering_resolution_initial': 32,
-        'gpc_reg_fade_kimg':            100,
+        'gen_pose_cond':                False,      # Synthetic objects' looks do not depend on the pose.
+        'neural_rendering_resolution_initial':   16,
+        'neural_rendering_resolution_fade_kimg': 2,
+        'blur_init_sigma':              2,          # Pixels at 32x32 (upstream's 10 is for 512x512).
+        'blur_fade_kimg':               4,          # x batch / 32 = 1 kimg.
+        'gpc_reg_fade_kimg':            2,
+        'ema_kimg':                     0.5,
+        'ada_kimg':                     20,
         'rendering': {
-            'depth_resolution':             24,
-            'depth_resolution_importance':  24,
+            'depth_resolution':             16,
+            'depth_resolution_importance':  16,
+            'avg_camera_pivot':             [0, 0, 0],
         },
     }),
 }
