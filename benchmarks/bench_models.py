@@ -123,7 +123,7 @@ def matmul_gflops(repeats: int = 3) -> float:
 
 def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
     config, measurement, batch, res, _ = ROWS[name]
-    _allocator()
+    _allocator()  # As our commands do (torch_utils/malloc_tuning.py); EG3D_MALLOC_TUNING=0: off.
     opts = training_options_for(config, batch)
     common = dict(c_dim=25, img_resolution=CONFIGS[config]['resolution'], img_channels=3)
     torch.manual_seed(0)
