@@ -173,6 +173,7 @@ def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
         with torch.profiler.profile() as prof:
             step()
         print(prof.key_averages().table(sort_by='cpu_time_total', row_limit=25), file=sys.stderr)
+        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=30), file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB (Linux).
     return dict(row=name, config=config, measurement=measurement, batch=batch, neural_res=res,
                 median_s=statistics.median(times), min_s=min(times), cpu_s=statistics.median(cpu_times),

@@ -393,7 +393,12 @@ class ToRGBLayer(torch.nn.Module):
             if bound * (1 + 1e-4) < clamp:
                 clamp = None
         if add_to is not None and clamp is None and add_to.is_contiguous():
-            return add_to.reshape(n, self.out_channels, h * wd).baddbmm_(wa, xa).reshape(add_to.shape)
+            acc = add_to.reshape(n, self.out_channels, h * wd)
+            if torch.is_grad_enabled() and (acc.requires_grad or wa.requires_grad or xa.requires_grad):
+                acc = torch.baddbmm(acc, wa, xa)  # In place on a view would cost a CopySlices in backward.
+            else:
+                acc = acc.baddbmm_(wa, xa)
+            return acc.reshape(add_to.shape)
         y = torch.bmm(wa, xa).reshape(n, self.out_channels, h, wd)
         if clamp is not None:
             y = y.clamp(-clamp, clamp) if torch.is_grad_enabled() and y.requires_grad else y.clamp_(-clamp, clamp)
