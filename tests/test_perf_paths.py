@@ -59,3 +59,13 @@ def test_modulated_conv2d_1x1_bmm_matches_grouped_conv():
     ref = modulated_conv2d(x, weight, styles, noise=noise, fused_modconv=False)
     torch.testing.assert_close(fused, ref, rtol=1e-12, atol=1e-12)
     torch.autograd.gradcheck(lambda a, b, c: modulated_conv2d(a, b, c, fused_modconv=True), (x, weight, styles))
+
+
+def test_upfirdn2d_auto_takes_reference_for_1d_filters_on_the_host():
+    from torch_utils.ops import upfirdn2d
+    torch.manual_seed(4)
+    x, f = torch.randn(2, 3, 20, 21), torch.rand(9) + 0.1
+    y = upfirdn2d.filter2d(x, f)
+    assert upfirdn2d.last_impl == 'ref'
+    # Independent check: the separable filter is the 2-D outer-product filter.
+    torch.testing.assert_close(y, upfirdn2d.filter2d(x, torch.outer(f, f), impl='ref'), rtol=1e-5, atol=1e-6)
