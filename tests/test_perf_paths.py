@@ -17,14 +17,15 @@ def _reference_torgb(layer: ToRGBLayer, x, w, add_to=None):
 
 @pytest.mark.parametrize('clamp', [None, 1e4, 0.5])  # none, provably inactive, active
 @pytest.mark.parametrize('skip', [False, True])
-def test_torgb_bmm_matches_reference(clamp, skip):
+@pytest.mark.parametrize('cin, cout', [(5, 7), (9, 3)])  # Image wider than x (bias column, bound) or not.
+def test_torgb_bmm_matches_reference(clamp, skip, cin, cout):
     torch.manual_seed(1)
-    layer = ToRGBLayer(5, 7, w_dim=6, conv_clamp=clamp).double()
+    layer = ToRGBLayer(cin, cout, w_dim=6, conv_clamp=clamp).double()
     with torch.no_grad():
-        layer.bias.copy_(torch.randn(7))
-    x = torch.randn(3, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+        layer.bias.copy_(torch.randn(cout))
+    x = torch.randn(3, cin, 4, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
-    img = torch.randn(3, 7, 4, 6, dtype=torch.float64, requires_grad=True)
+    img = torch.randn(3, cout, 4, 6, dtype=torch.float64, requires_grad=True)
     ref = _reference_torgb(layer, x, w, img if skip else None)
     if clamp == 0.5:
         assert (ref if not skip else ref - img).abs().max().item() == pytest.approx(0.5)  # The clamp acts.

@@ -373,26 +373,31 @@ class ToRGBLayer(torch.nn.Module):
         return add_to.add_(y.to(add_to.dtype, memory_format=torch.contiguous_format))
 
     def _forward_bmm(self, x, styles, add_to):
-        """CPU: one batched product per image, [C_out, C_in + 1] @ [C_in + 1, H*W] with the bias as the
-        extra column (the grouped 1x1 convolution runs group by group on the CPU, and a separate bias
-        pass costs as much as the product). When the clamp provably cannot act (|y| <= sum_i |w_i| max|x_i|
-        + |b| below it), the product accumulates straight into add_to: one pass over the image."""
+        """CPU: one batched product per image, [C_out, C_in] @ [C_in, H*W] (the grouped 1x1 convolution
+        runs group by group on the CPU). For the skip image, which has more channels than x (the
+        tri-plane backbone's 96), the bias rides along as an extra input column, and when the clamp
+        provably cannot act (|y| <= sum_i |w_i| max|x_i| + |b| below it) the product accumulates straight
+        into add_to: one pass over the image instead of three (product, bias_act, add)."""
         n, _, h, wd = x.shape
-        dtype = add_to.dtype if add_to is not None else x.dtype
         wm = self.weight.reshape(1, self.out_channels, self.in_channels) * styles.unsqueeze(1)  # [N, C_out, C_in]
-        b = self.bias.reshape(1, -1, 1).expand(n, -1, 1)
-        xf = x.to(dtype).reshape(n, self.in_channels, h * wd)
-        wa = torch.cat([wm, b], dim=2).to(dtype)
+        xf = x.reshape(n, self.in_channels, h * wd)
+        if add_to is None or self.in_channels >= self.out_channels:
+            y = torch.bmm(wm.to(x.dtype), xf).reshape(n, self.out_channels, h, wd)
+            y = bias_act.bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp)
+            return y if add_to is None else add_to.add_(y.to(add_to.dtype))
+
+        dtype = add_to.dtype
+        xf = xf.to(dtype)
+        wa = torch.cat([wm, self.bias.reshape(1, -1, 1).expand(n, -1, 1)], dim=2).to(dtype)
         xa = torch.cat([xf, xf.new_ones([n, 1, h * wd])], dim=1)
         clamp = self.conv_clamp
         if clamp is not None:
             with torch.no_grad():
                 lo, hi = torch.aminmax(xf, dim=2)
                 xmax = torch.cat([torch.maximum(hi, -lo), hi.new_ones([n, 1])], dim=1).unsqueeze(2)
-                bound = (wa.abs() @ xmax).max().item()
-            if bound * (1 + 1e-4) < clamp:
-                clamp = None
-        if add_to is not None and clamp is None and add_to.is_contiguous():
+                if (wa.abs() @ xmax).max().item() * (1 + 1e-4) < clamp:
+                    clamp = None
+        if clamp is None and add_to.is_contiguous():
             acc = add_to.reshape(n, self.out_channels, h * wd)
             if torch.is_grad_enabled() and (acc.requires_grad or wa.requires_grad or xa.requires_grad):
                 acc = torch.baddbmm(acc, wa, xa)  # In place on a view would cost a CopySlices in backward.
@@ -402,7 +407,7 @@ class ToRGBLayer(torch.nn.Module):
         y = torch.bmm(wa, xa).reshape(n, self.out_channels, h, wd)
         if clamp is not None:
             y = y.clamp(-clamp, clamp) if torch.is_grad_enabled() and y.requires_grad else y.clamp_(-clamp, clamp)
-        return y if add_to is None else add_to.add_(y)
+        return add_to.add_(y)
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}'
