@@ -144,4 +144,6 @@ def generate_images(network_pkl, seeds, truncation_psi, truncation_cutoff, class
 
 
 if __name__ == '__main__':
+    from torch_utils import malloc_tuning
+    malloc_tuning.apply()  # Keep freed activations in the heap (see the module); EG3D_MALLOC_TUNING=0: off.
     generate_images()

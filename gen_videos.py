@@ -166,4 +166,6 @@ def generate_videos(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_fra
 
 
 if __name__ == '__main__':
+    from torch_utils import malloc_tuning
+    malloc_tuning.apply()  # Keep freed activations in the heap (see the module); EG3D_MALLOC_TUNING=0: off.
     generate_videos()

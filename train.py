@@ -211,4 +211,6 @@ def main(**kwargs):
 
 
 if __name__ == '__main__':
+    from torch_utils import malloc_tuning
+    malloc_tuning.apply()  # Keep freed activations in the heap (see the module); EG3D_MALLOC_TUNING=0: off.
     main()

@@ -23,7 +23,11 @@ exactly as train.py builds them):
               neural 32, depth samples 12 + 12
     ffhq512   docs/models.md's ffhq512-128: --cfg=ffhq --gen_pose_cond=True
               --neural_rendering_resolution_final=128 (the Gmain row runs at the initial neural 64)
-The Gmain step uses the loss at cur_nimg 0 (blur sigma 10 on D's images), noise_mode 'const'.
+The Gmain step uses the loss at cur_nimg 0 (blur sigma 10 on D's images), noise_mode 'const'. The
+four-phase step runs the training loop's phases of a batch where every lazy regulariser is due: Gmain,
+Greg (gain G_reg_interval), Dmain, Dreg (gain D_reg_interval), each with only its own network's
+gradients enabled, through StyleGAN2Loss.accumulate_gradients, without optimiser steps.
+benchmarks/bench_baseline.py runs the rows of upstream's table and prints the speed-up and verdict.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ ROWS = {
     'tiny_sg3_gmain':  ('tiny-sg3', 'gmain', 4, None, None),
     'small_forward':   ('small', 'forward', 4, 32, (0.67, 0.76)),
     'small_gmain':     ('small', 'gmain', 4, None, (2.55, 1.85)),
+    'small_fourphase': ('small', 'fourphase', 4, None, (5.61, 1.92)),
     'ffhq512_forward': ('ffhq512', 'forward', 1, 128, (7.21, 1.83)),
     'ffhq512_gmain':   ('ffhq512', 'gmain', 1, None, (25.4, 5.65)),
 }
@@ -82,6 +87,15 @@ def training_options_for(config: str, batch: int) -> dnnlib.EasyDict:
     training_options.dataset_kwargs = dataset_kwargs  # This process only builds networks; no data is read.
     opts = resolve_preset(cfg['preset'], dict(cfg['overrides'], gpus=1, batch=batch, gamma=1))
     return training_options.build_training_options({**opts, 'data': 'bench'})[0]
+
+
+def _allocator() -> None:
+    """The process-level allocator setting our commands apply (torch_utils.malloc_tuning), if present."""
+    try:
+        from torch_utils import malloc_tuning
+    except ImportError:
+        return
+    malloc_tuning.apply()
 
 
 def cameras(n: int) -> torch.Tensor:
@@ -109,6 +123,7 @@ def matmul_gflops(repeats: int = 3) -> float:
 
 def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
     config, measurement, batch, res, _ = ROWS[name]
+    _allocator()  # As our commands do (torch_utils/malloc_tuning.py); EG3D_MALLOC_TUNING=0: off.
     opts = training_options_for(config, batch)
     common = dict(c_dim=25, img_resolution=CONFIGS[config]['resolution'], img_channels=3)
     torch.manual_seed(0)
@@ -123,15 +138,26 @@ def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
                 G(z, c, neural_rendering_resolution=res, noise_mode='const')
     else:
         D = dnnlib.util.construct_class_by_name(**opts.D_kwargs, **common).train().requires_grad_(False)
-        G.train().requires_grad_(True)
+        G.train().requires_grad_(False)
         loss = dnnlib.util.construct_class_by_name(device=torch.device('cpu'), G=G, D=D,
                                                    synthesis_kwargs=dict(noise_mode='const'), **opts.loss_kwargs)
-        real = torch.zeros(batch, 3, common['img_resolution'], common['img_resolution'])
+        real = torch.rand(batch, 3, common['img_resolution'], common['img_resolution']) * 2 - 1
         res = loss.neural_rendering_resolution(0)
+        # The training loop's phases at batch 0 (every lazy regulariser due), without optimiser steps:
+        # each phase enables gradients of its own network only, with gain = its interval.
+        phases = [('Gmain', G, 1), ('Greg', G, opts.G_reg_interval), ('Dmain', D, 1),
+                  ('Dreg', D, opts.D_reg_interval)]
+        if measurement == 'gmain':
+            phases = phases[:1]
 
         def step():
-            G.zero_grad(set_to_none=True)
-            loss.accumulate_gradients('Gmain', real, c, z, c, gain=1, cur_nimg=0)
+            for name, module, gain in phases:
+                if gain is None:  # Regulariser off in this config.
+                    continue
+                module.zero_grad(set_to_none=True)
+                module.requires_grad_(True)
+                loss.accumulate_gradients(name, real, c, z, c, gain=gain, cur_nimg=0)
+                module.requires_grad_(False)
 
     for _ in range(warmup):
         step()
@@ -147,6 +173,7 @@ def run_row(name: str, repeats: int, warmup: int, profile: bool) -> dict:
         with torch.profiler.profile() as prof:
             step()
         print(prof.key_averages().table(sort_by='cpu_time_total', row_limit=25), file=sys.stderr)
+        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=30), file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB (Linux).
     return dict(row=name, config=config, measurement=measurement, batch=batch, neural_res=res,
                 median_s=statistics.median(times), min_s=min(times), cpu_s=statistics.median(cpu_times),
@@ -165,7 +192,8 @@ def run_in_subprocess(name: str, args) -> dict:
 
 
 MEASUREMENTS = {'forward': 'G forward (eval, no grad, noise const)',
-                'gmain': 'Gmain step (G fwd, D fwd, loss, backward into G)'}
+                'gmain': 'Gmain step (G fwd, D fwd, loss, backward into G)',
+                'fourphase': 'Gmain + Greg + Dmain + Dreg (no optimiser step)'}
 
 
 def print_table(results: list[dict], markdown: bool) -> None:

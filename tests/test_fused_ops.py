@@ -203,7 +203,8 @@ def test_upfirdn2d_matches_reference(up, down, kind, padding, flip, gain):
     f = make_filter(kind, gen)
     x = torch.randn(2, 3, 11, 13, generator=gen)
     kw = dict(up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
-    compare(lambda x: upfirdn2d.upfirdn2d(x, f, **kw), lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
+    compare(lambda x: upfirdn2d.upfirdn2d(x, f, impl='fused', **kw),  # 'auto' takes ref for 1-D filters on the host.
+            lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
             [x], upfirdn2d)
 
 
@@ -218,7 +219,8 @@ def test_upfirdn2d_cuda_block_shape(up, down, kind, padding):
     x = torch.randn(1, 2, 37, 45, generator=gen)
     kw = dict(up=up, down=down, padding=padding)
     with _impl.emulating_cuda_blocks():
-        compare(lambda x: upfirdn2d.upfirdn2d(x, f, **kw), lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
+        compare(lambda x: upfirdn2d.upfirdn2d(x, f, impl='fused', **kw),  # 'auto' takes ref for 1-D filters on the host.
+                lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
                 [x], upfirdn2d)
 
 
@@ -229,7 +231,8 @@ def test_upfirdn2d_float16(up, down, kind):
     f = make_filter(kind, gen)
     x = torch.randn(2, 3, 9, 10, generator=gen).half()
     kw = dict(up=up, down=down, padding=[2, 1, 1, 2], gain=up * up)
-    compare(lambda x: upfirdn2d.upfirdn2d(x, f, **kw), lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
+    compare(lambda x: upfirdn2d.upfirdn2d(x, f, impl='fused', **kw),  # 'auto' takes ref for 1-D filters on the host.
+            lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
             [x], upfirdn2d, rel=2e-3, abs_=0)
 
 
@@ -239,7 +242,8 @@ def test_upfirdn2d_bfloat16(up, down, kind):
     f = make_filter(kind, gen)
     x = torch.randn(2, 3, 9, 10, generator=gen).bfloat16()
     kw = dict(up=up, down=down, padding=[2, 1, 1, 2], gain=up * up)
-    compare(lambda x: upfirdn2d.upfirdn2d(x, f, **kw), lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
+    compare(lambda x: upfirdn2d.upfirdn2d(x, f, impl='fused', **kw),  # 'auto' takes ref for 1-D filters on the host.
+            lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
             [x], upfirdn2d, rel=1e-2, abs_=0)
 
 

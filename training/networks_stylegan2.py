@@ -76,6 +76,14 @@ def modulated_conv2d(
             x = x.add_(noise.to(x.dtype))
         return x
 
+    # Fused 1x1 (ToRGB): a batched matrix product [N, C_out, C_in] @ [N, C_in, H*W]; the grouped 1x1
+    # convolution it replaces runs group by group on the CPU, then concatenates.
+    if kh == 1 and kw == 1 and up == 1 and down == 1 and padding == 0:
+        n, _, h, wd = x.shape
+        x = torch.bmm(w.reshape(batch_size, out_channels, in_channels).to(x.dtype), x.reshape(n, in_channels, h * wd))
+        x = x.reshape(batch_size, out_channels, h, wd)
+        return x.add_(noise) if noise is not None else x
+
     # Fused: the batch becomes the groups of one grouped convolution.
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
@@ -352,10 +360,54 @@ class ToRGBLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
 
-    def forward(self, x, w, fused_modconv=True) -> torch.Tensor:
+    def forward(self, x, w, fused_modconv=True, add_to=None) -> torch.Tensor:
+        """The image channels of x; add_to: an image to add them to (in place when that is faster), as the
+        skip architecture does (the result is then that sum)."""
         styles = self.affine(w) * self.weight_gain
+        if x.device.type == 'cpu' and self.weight.shape[2:] == (1, 1):
+            return self._forward_bmm(x, styles, add_to)
         x = modulated_conv2d(x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        y = bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        if add_to is None:
+            return y
+        return add_to.add_(y.to(add_to.dtype, memory_format=torch.contiguous_format))
+
+    def _forward_bmm(self, x, styles, add_to):
+        """CPU: one batched product per image, [C_out, C_in] @ [C_in, H*W] (the grouped 1x1 convolution
+        runs group by group on the CPU). For the skip image, which has more channels than x (the
+        tri-plane backbone's 96), the bias rides along as an extra input column, and when the clamp
+        provably cannot act (|y| <= sum_i |w_i| max|x_i| + |b| below it) the product accumulates straight
+        into add_to: one pass over the image instead of three (product, bias_act, add)."""
+        n, _, h, wd = x.shape
+        wm = self.weight.reshape(1, self.out_channels, self.in_channels) * styles.unsqueeze(1)  # [N, C_out, C_in]
+        xf = x.reshape(n, self.in_channels, h * wd)
+        if add_to is None or self.in_channels >= self.out_channels:
+            y = torch.bmm(wm.to(x.dtype), xf).reshape(n, self.out_channels, h, wd)
+            y = bias_act.bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp)
+            return y if add_to is None else add_to.add_(y.to(add_to.dtype))
+
+        dtype = add_to.dtype
+        xf = xf.to(dtype)
+        wa = torch.cat([wm, self.bias.reshape(1, -1, 1).expand(n, -1, 1)], dim=2).to(dtype)
+        xa = torch.cat([xf, xf.new_ones([n, 1, h * wd])], dim=1)
+        clamp = self.conv_clamp
+        if clamp is not None:
+            with torch.no_grad():
+                lo, hi = torch.aminmax(xf, dim=2)
+                xmax = torch.cat([torch.maximum(hi, -lo), hi.new_ones([n, 1])], dim=1).unsqueeze(2)
+                if (wa.abs() @ xmax).max().item() * (1 + 1e-4) < clamp:
+                    clamp = None
+        if clamp is None and add_to.is_contiguous():
+            acc = add_to.reshape(n, self.out_channels, h * wd)
+            if torch.is_grad_enabled() and (acc.requires_grad or wa.requires_grad or xa.requires_grad):
+                acc = torch.baddbmm(acc, wa, xa)  # In place on a view would cost a CopySlices in backward.
+            else:
+                acc = acc.baddbmm_(wa, xa)
+            return acc.reshape(add_to.shape)
+        y = torch.bmm(wa, xa).reshape(n, self.out_channels, h, wd)
+        if clamp is not None:
+            y = y.clamp(-clamp, clamp) if torch.is_grad_enabled() and y.requires_grad else y.clamp_(-clamp, clamp)
+        return add_to.add_(y)
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}'
@@ -460,9 +512,11 @@ class SynthesisBlock(torch.nn.Module):
                               f'SynthesisBlock b{self.resolution}: img')
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == 'skip':
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
-            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-            img = img.add_(y) if img is not None else y
+            if img is not None:
+                img = self.torgb(x, next(w_iter), fused_modconv=fused_modconv, add_to=img)
+            else:
+                img = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
+                img = img.to(dtype=torch.float32, memory_format=torch.contiguous_format)
 
         assert x.dtype == dtype
         assert img is None or img.dtype == torch.float32
