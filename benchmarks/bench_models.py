@@ -16,7 +16,7 @@ time is spent in convolutions and matrix products.
 
 Configurations (networks at random initialisation, FFHQ cameras, built through training/options.py
 exactly as train.py builds them):
-    tiny      --cfg=tiny: 64 px images, neural 32, 64^2 x 16-channel planes, 24 + 24 samples
+    tiny      --cfg=tiny: 32 px images, neural 16, 32^2 x 8-channel planes, 16 + 16 samples, batch 8
     tiny-sg3  --cfg=tiny-sg3: tiny with a StyleGAN3 backbone (8 layers; EG3D_FUSED_OPS=0 for the reference
               filtered_lrelu)
     small     the official fixture's: --cfg=ffhq --cbase=4096 --cmax=64 --gen_pose_cond=True, 128 px,
@@ -52,8 +52,8 @@ from training import options as training_options  # noqa: E402
 from training.presets import resolve_preset  # noqa: E402
 
 CONFIGS = {
-    'tiny':    dict(preset='tiny', resolution=64, overrides={}),
-    'tiny-sg3': dict(preset='tiny-sg3', resolution=64, overrides={}),
+    'tiny':    dict(preset='tiny', resolution=32, overrides={}),
+    'tiny-sg3': dict(preset='tiny-sg3', resolution=32, overrides={}),
     'small':   dict(preset='ffhq', resolution=128, overrides=dict(
         cbase=4096, cmax=64, gen_pose_cond=True, neural_rendering_resolution_initial=32,
         rendering=dict(depth_resolution=12, depth_resolution_importance=12))),
@@ -63,10 +63,10 @@ CONFIGS = {
 
 # name: (config, measurement, batch, neural rendering resolution or None = the loss's, upstream (s, GiB) or None)
 ROWS = {
-    'tiny_forward':    ('tiny', 'forward', 4, 32, None),
-    'tiny_gmain':      ('tiny', 'gmain', 4, None, None),
-    'tiny_sg3_forward': ('tiny-sg3', 'forward', 4, 32, None),
-    'tiny_sg3_gmain':  ('tiny-sg3', 'gmain', 4, None, None),
+    'tiny_forward':    ('tiny', 'forward', 8, 16, None),
+    'tiny_gmain':      ('tiny', 'gmain', 8, None, None),
+    'tiny_sg3_forward': ('tiny-sg3', 'forward', 8, 16, None),
+    'tiny_sg3_gmain':  ('tiny-sg3', 'gmain', 8, None, None),
     'small_forward':   ('small', 'forward', 4, 32, (0.67, 0.76)),
     'small_gmain':     ('small', 'gmain', 4, None, (2.55, 1.85)),
     'small_fourphase': ('small', 'fourphase', 4, None, (5.61, 1.92)),
