@@ -182,22 +182,31 @@ def swd_from_features(extractor: LaplacianDescriptors, real: np.ndarray, gen: np
     return out
 
 
-def compute_swd(opts: metric_utils.MetricOptions, num_images: int) -> tuple[dict[int, float], float]:
-    """({resolution: SWD x1e3}, average) between a seeded random subset of `num_images` reals and as
-    many generated images; valid on rank 0 (NaN elsewhere)."""
+_STATS = dict(capture_all=True, store_dtype='float16')
+
+
+def _real_descriptors(opts: metric_utils.MetricOptions, num_images: int):
+    """(dataset, num, real descriptor, generated descriptor, real features) for compute_swd and its
+    mean-image baseline: the descriptors of a seeded random subset of min(num_images, len) reals."""
     import dnnlib
     dataset = dnnlib.construct_class_by_name(**opts.dataset_kwargs)
-    if dataset.resolution != opts.G.img_resolution:
-        raise ValueError(f'swd: dataset {dataset.name} has resolution {dataset.resolution}, the generator '
-                         f'{opts.G.img_resolution}; they must match')
     num = min(num_images, len(dataset))
     shape = dict(resolution=dataset.resolution, channels=dataset.image_shape[0])
     real_desc = LaplacianDescriptors(seed=metric_utils.seed_of(opts.seed, 0), **shape)
     gen_desc = LaplacianDescriptors(seed=metric_utils.seed_of(opts.seed, 1), **shape)
-    stats = dict(capture_all=True, store_dtype='float16')
     real = metric_utils.compute_feature_stats_for_dataset(opts, real_desc, max_items=num, subset_seed=opts.seed,
-                                                          **stats)
-    gen = metric_utils.compute_feature_stats_for_generator(opts, gen_desc, num, **stats)
+                                                          **_STATS)
+    return dataset, num, real_desc, gen_desc, real
+
+
+def compute_swd(opts: metric_utils.MetricOptions, num_images: int) -> tuple[dict[int, float], float]:
+    """({resolution: SWD x1e3}, average) between a seeded random subset of `num_images` reals and as
+    many generated images; valid on rank 0 (NaN elsewhere)."""
+    dataset, num, real_desc, gen_desc, real = _real_descriptors(opts, num_images)
+    if dataset.resolution != opts.G.img_resolution:
+        raise ValueError(f'swd: dataset {dataset.name} has resolution {dataset.resolution}, the generator '
+                         f'{opts.G.img_resolution}; they must match')
+    gen = metric_utils.compute_feature_stats_for_generator(opts, gen_desc, num, **_STATS)
     if opts.rank != 0:
         return {res: float('nan') for res in real_desc.resolutions}, float('nan')
     per_level = swd_from_features(real_desc, real.get_all(), gen.get_all(), seed=opts.seed)
@@ -208,21 +217,13 @@ def compute_swd_mean_image(opts: metric_utils.MetricOptions, num_images: int) ->
     """The baseline of compute_swd: ({resolution: SWD x1e3}, average) between the same real subset and as
     many copies of its mean image (rounded to uint8), descriptors taken where compute_swd takes the
     generated ones. A generator that learned only the average colour layout scores about this."""
-    import dnnlib
-    dataset = dnnlib.construct_class_by_name(**opts.dataset_kwargs)
-    num = min(num_images, len(dataset))
-    shape = dict(resolution=dataset.resolution, channels=dataset.image_shape[0])
-    real_desc = LaplacianDescriptors(seed=metric_utils.seed_of(opts.seed, 0), **shape)
-    gen_desc = LaplacianDescriptors(seed=metric_utils.seed_of(opts.seed, 1), **shape)
-    stats = dict(capture_all=True, store_dtype='float16')
-    real = metric_utils.compute_feature_stats_for_dataset(opts, real_desc, max_items=num, subset_seed=opts.seed,
-                                                          **stats)
+    dataset, num, real_desc, gen_desc, real = _real_descriptors(opts, num_images)
     if opts.rank != 0:
         return {res: float('nan') for res in real_desc.resolutions}, float('nan')
     items = metric_utils.real_items(dataset, num, opts.seed)
     mean = np.mean([dataset[int(i)][0] for i in items], axis=0, dtype=np.float64)
     mean = torch.from_numpy(np.rint(mean).astype(np.uint8)).to(opts.device)
-    gen = metric_utils.FeatureStats(max_items=num, **stats)
+    gen = metric_utils.FeatureStats(max_items=num, **_STATS)
     for start in range(0, num, opts.batch_size):
         indices = np.arange(start, min(start + opts.batch_size, num))
         gen.append(gen_desc(mean[None].expand(len(indices), -1, -1, -1), indices))

@@ -55,34 +55,23 @@ def _shapes(module):
     return {name: list(t.shape) for name, t in misc.named_params_and_buffers(module)}
 
 
-def test_tiny_sr_structure_and_output_size():
+@pytest.mark.parametrize('which', ['32to64', 'preset'])
+def test_tiny_sr_structure_and_output_size(which):
+    # '32to64': 16 feature channels, widths [64, 32], w_dim 128; 'preset' (the tiny preset, 32x32 images):
+    # 16 -> 32 px, 8 feature channels, widths [32, 32], w_dim 64.
     torch.manual_seed(0)
-    net = _tiny_sr()
-    assert net.input_resolution == 32 and net.num_blocks == 2
-    assert isinstance(net.block0, sr.SynthesisBlockNoUp) and net.block0.resolution == 32
-    assert isinstance(net.block1, sr.SynthesisBlock) and net.block1.resolution == 64
+    net = _tiny_sr() if which == '32to64' else _preset_tiny_sr()
+    res, feat, (wide, narrow), w_dim = (32, 16, (64, 32), 128) if which == '32to64' else (16, 8, (32, 32), 64)
+    assert net.input_resolution == res and net.num_blocks == 2
+    assert isinstance(net.block0, sr.SynthesisBlockNoUp) and net.block0.resolution == res
+    assert isinstance(net.block1, sr.SynthesisBlock) and net.block1.resolution == 2 * res
     shapes = _shapes(net)
-    assert shapes['block0.conv0.weight'] == [64, 16, 3, 3] and shapes['block1.conv0.weight'] == [32, 64, 3, 3]
-    assert shapes['block1.torgb.weight'] == [3, 32, 1, 1] and shapes['block0.conv0.affine.weight'] == [16, 128]
-    ws = torch.randn(2, 9, 128)
-    for raw_res in (32, 48, 20):  # The neural rendering resolution may differ from the input resolution.
-        out = net(torch.randn(2, 3, raw_res, raw_res), torch.randn(2, 16, raw_res, raw_res), ws, noise_mode='none')
-        assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
-
-
-def test_tiny_preset_sr_structure_and_output_size():
-    torch.manual_seed(0)
-    net = _preset_tiny_sr()  # 32x32 images: 16 -> 32 px, 8 feature channels, widths [32, 32], w_dim 64.
-    assert net.input_resolution == 16 and net.num_blocks == 2
-    assert isinstance(net.block0, sr.SynthesisBlockNoUp) and net.block0.resolution == 16
-    assert isinstance(net.block1, sr.SynthesisBlock) and net.block1.resolution == 32
-    shapes = _shapes(net)
-    assert shapes['block0.conv0.weight'] == [32, 8, 3, 3] and shapes['block1.conv0.weight'] == [32, 32, 3, 3]
-    assert shapes['block1.torgb.weight'] == [3, 32, 1, 1] and shapes['block0.conv0.affine.weight'] == [8, 64]
-    ws = torch.randn(2, 9, 64)
-    for raw_res in (16, 24, 10):  # The neural rendering resolution may differ from the input resolution.
-        out = net(torch.randn(2, 3, raw_res, raw_res), torch.randn(2, 8, raw_res, raw_res), ws, noise_mode='none')
-        assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
+    assert shapes['block0.conv0.weight'] == [wide, feat, 3, 3] and shapes['block1.conv0.weight'] == [narrow, wide, 3, 3]
+    assert shapes['block1.torgb.weight'] == [3, narrow, 1, 1] and shapes['block0.conv0.affine.weight'] == [feat, w_dim]
+    ws = torch.randn(2, 9, w_dim)
+    for raw_res in (res, res * 3 // 2, res * 5 // 8):  # The neural rendering resolution may differ from the input's.
+        out = net(torch.randn(2, 3, raw_res, raw_res), torch.randn(2, feat, raw_res, raw_res), ws, noise_mode='none')
+        assert out.shape == (2, 3, 2 * res, 2 * res) and torch.isfinite(out).all()
 
 
 def test_generic_reproduces_hybrid2x_structure():
