@@ -22,7 +22,7 @@ template <class A> EG_HD A sigmoid(A z) { return A(1) / (A(1) + exp_(-z)); }
 
 template <int ACT, class A>
 EG_HD A activate(A z, A alpha) {
-    if (ACT == kRelu) return z > A(0) ? z : A(0);
+    if (ACT == kRelu) return z < A(0) ? A(0) : z;  // NaN stays NaN, as torch.relu.
     // lrelu without a branch (a data-dependent branch on random signs mispredicts half the time: 4x
     // slower on the host). max/min keep a NaN (they return z when a comparison with it fails).
     if (ACT == kLrelu) return (z < A(0) ? A(0) : z) + alpha * (A(0) < z ? A(0) : z);
