@@ -311,3 +311,27 @@ def test_disabled_by_environment(monkeypatch, recwarn):
     assert not [w for w in recwarn if issubclass(w.category, _impl.FusedOpsWarning)]
     with pytest.raises(RuntimeError, match='EG3D_FUSED_OPS'):
         bias_act.bias_act(x, impl='fused')
+
+
+@pytest.mark.parametrize('act', ['relu', 'lrelu'])
+@pytest.mark.parametrize('gain', [1.7, -0.6])
+def test_bias_act_relu_lrelu_special_values_and_negative_gain(act, gain):
+    # The host kernels compute these without branches (lrelu as max + alpha min, the gradient as a
+    # vectorised select): NaN stays NaN, -0 and infinities as torch, a negative gain flips the select.
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 40, 41, generator=gen)
+    x[0, 0, 0, :6] = torch.tensor([float('nan'), -0.0, 0.0, float('inf'), -float('inf'), 1e-30])
+    b = torch.randn(3, generator=gen)
+    b[0] = 0
+    kw = dict(act=act, gain=gain, clamp=2.5, alpha=0.3 if act == 'lrelu' else None)
+    y = bias_act.bias_act(x, b, impl='auto', **kw)
+    assert bias_act.last_impl == 'fused'
+    ref = bias_act.bias_act(x, b, impl='ref', **kw)
+    torch.testing.assert_close(y, ref, equal_nan=True, rtol=1e-6, atol=1e-7)
+    assert torch.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 3].abs() == 2.5
+    xr = x[:, :, 1:].clone().requires_grad_(True)  # Finite inputs for the gradient.
+    dy = torch.randn(xr.shape, generator=gen)
+    got, = torch.autograd.grad(bias_act.bias_act(xr, b, impl='auto', **kw), xr, dy)
+    want, = torch.autograd.grad(bias_act.bias_act(xr, b, impl='ref', **kw), xr, dy)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    assert (got != 0).float().mean() > 0.3  # Not trivially zero: most samples below the clamp.

@@ -22,8 +22,10 @@ template <class A> EG_HD A sigmoid(A z) { return A(1) / (A(1) + exp_(-z)); }
 
 template <int ACT, class A>
 EG_HD A activate(A z, A alpha) {
-    if (ACT == kRelu) return z > A(0) ? z : A(0);
-    if (ACT == kLrelu) return z > A(0) ? z : z * alpha;
+    if (ACT == kRelu) return z < A(0) ? A(0) : z;  // NaN stays NaN, as torch.relu.
+    // lrelu without a branch (a data-dependent branch on random signs mispredicts half the time: 4x
+    // slower on the host). max/min keep a NaN (they return z when a comparison with it fails).
+    if (ACT == kLrelu) return (z < A(0) ? A(0) : z) + alpha * (A(0) < z ? A(0) : z);
     if (ACT == kTanh) return tanh_(z);
     if (ACT == kSigmoid) return sigmoid(z);
     if (ACT == kElu) return z > A(0) ? z : expm1_(z);
@@ -98,6 +100,21 @@ struct BiasActKernel {
         const T* b = static_cast<const T*>(p.b);
         const int64_t total = p.rows * p.inner, begin = int64_t(blk.idx_x()) * p.chunk;
         const int64_t end = begin + p.chunk < total ? begin + p.chunk : total;
+        if constexpr (std::is_same<Block, HostBlock>::value && MODE == kGrad && (ACT == kRelu || ACT == kLrelu)) {
+            // The host's relu / lrelu gradient: a flat loop over y and dy with the pointers in locals, which
+            // the compiler vectorises (a select per element instead of a branch that mispredicts on
+            // random signs: ~5x faster). Same arithmetic as element().
+            const T* y = static_cast<const T*>(p.y);
+            const T* dy = static_cast<const T*>(p.dy);
+            T* out = static_cast<T*>(p.out);
+            const A lo = ACT == kLrelu ? gain * alpha : A(0);
+            for (int64_t i = begin; i < end; ++i) {
+                const A yv = to_acc(y[i]);
+                const A v = to_acc(dy[i]) * (yv / gain > A(0) ? gain : lo);
+                store(out + i, abs_(yv) < bound ? v : A(0));
+            }
+            return;
+        }
         if constexpr (!std::is_same<Block, HostBlock>::value) {  // Not in the host's fast path.
             if (p.schedule == kPerElement) {  // Short rows on CUDA: the bias index per element.
                 EG_THREADS(blk, tx, ty) {
