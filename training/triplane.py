@@ -64,7 +64,12 @@ class OSGDecoder(torch.nn.Module):
         _ = ray_directions  # No view dependence (EG3D Sec. 4.1).
         n, m, c = x.shape
         x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # Sigmoid with a little headroom (MipNeRF).
+        rgb = torch.sigmoid(x[..., 1:])
+        # Sigmoid with a little headroom (MipNeRF); in place when no graph needs the sigmoid's output.
+        if torch.is_grad_enabled() and rgb.requires_grad:
+            rgb = rgb * (1 + 2 * 0.001) - 0.001
+        else:
+            rgb = rgb.mul_(1 + 2 * 0.001).sub_(0.001)
         return {'rgb': rgb, 'sigma': x[..., 0:1]}
 
 # ----------------------------------------------------------------------------

@@ -8,8 +8,8 @@ channels-last (a feature vector is C consecutive floats) that is exactly what
 torch.nn.functional.embedding_bag computes (mode 'sum' with per-sample weights), in one pass with no
 [N, P, C, M] intermediate. Out-of-plane texels get weight 0 (and a valid dummy row).
 
-The backward is a scatter-add of the weighted incoming gradient into the rows (index_add_, in chunks
-so the [points, 4 P, C] products stay small), and, when the points need a gradient, the weights'
+The backward is a scatter-add of the weighted incoming gradient into the rows (on the CPU a sparse
+matrix product, elsewhere index_add_ in chunks so the [points, 4 P, C] products stay small), and, when the points need a gradient, the weights'
 gradient: the dot products of the gathered rows with the incoming gradient. Both are first-order
 only (double backward raises); the renderer's points never need more.
 
@@ -21,6 +21,7 @@ gradients). It runs for CPU float32 / float64 tensors; use_gather() says when th
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,27 @@ def _corners(plane_axes: torch.Tensor, coordinates: torch.Tensor, size_hw: tuple
     return rows.reshape(n * m, 4 * n_planes), weights.reshape(n * m, 4 * n_planes)
 
 
+def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor, table_shape) -> torch.Tensor:
+    """grad_table[r] = sum over (i, k) with rows[i, k] = r of weights[i, k] * grad[i]: the gather's
+    transpose. On the CPU as S^T @ grad with S the sparse [points, table rows] matrix of the weights
+    (in CSR form as given: K entries per point, no sorting), about 1.4x faster than index_add_ (whose
+    CPU kernel adds one row at a time); elsewhere index_add_ in chunks."""
+    c = table_shape[1]
+    if grad.device.type == 'cpu':
+        n_points, k = rows.shape
+        crow = torch.arange(0, n_points * k + 1, k, dtype=rows.dtype, device=rows.device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
+            s = torch.sparse_csr_tensor(crow, rows.reshape(-1), weights.reshape(-1),
+                                        size=(n_points, table_shape[0]), check_invariants=False)
+        return torch.mm(s.t(), grad)
+    grad_table = grad.new_zeros(table_shape)
+    for s in range(0, rows.shape[0], _CHUNK):
+        src = weights[s:s + _CHUNK, :, None] * grad[s:s + _CHUNK, None, :]
+        grad_table.index_add_(0, rows[s:s + _CHUNK].reshape(-1), src.reshape(-1, c))
+    return grad_table
+
+
 class _WeightedGather(torch.autograd.Function):
     """out[i] = sum_k weights[i, k] * table[rows[i, k]]: embedding_bag forward, index_add_ backward."""
 
@@ -148,10 +170,7 @@ class _WeightedGather(torch.autograd.Function):
         grad = grad.contiguous()
         c = ctx.table_shape[1]
         if ctx.needs_input_grad[0]:
-            grad_table = grad.new_zeros(ctx.table_shape)
-            for s in range(0, rows.shape[0], _CHUNK):
-                src = weights[s:s + _CHUNK, :, None] * grad[s:s + _CHUNK, None, :]
-                grad_table.index_add_(0, rows[s:s + _CHUNK].reshape(-1), src.reshape(-1, c))
+            grad_table = _scatter_rows(rows, weights, grad, ctx.table_shape)
         if ctx.needs_input_grad[2]:
             grad_weights = torch.empty_like(weights)
             for s in range(0, rows.shape[0], _CHUNK):

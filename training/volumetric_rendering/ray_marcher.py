@@ -101,7 +101,8 @@ def composite_sample_sets(colors: Sequence[torch.Tensor], densities: Sequence[to
     sample_weights = torch.zeros_like(sample_weights).scatter(-2, order, sample_weights)     # Original order.
     composite_rgb = 0
     for c, w in zip(colors, torch.split(sample_weights, [c.shape[2] for c in colors], dim=-2)):
-        composite_rgb = composite_rgb + torch.sum(c * w, dim=-2)
+        # sum_s w_s c_s per ray as a batched [1, S] @ [S, C] product: no [N, M, S, C] temporary.
+        composite_rgb = composite_rgb + torch.matmul(w.transpose(-1, -2), c).squeeze(-2)
     if rendering_options.get('white_back', False):
         composite_rgb = composite_rgb + 1 - weights.sum(dim=2)
     return composite_rgb * 2 - 1, composite_depth(weights, all_depths), weights
