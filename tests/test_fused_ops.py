@@ -265,6 +265,46 @@ def test_upfirdn2d_float64_gradcheck_any_order(up, down, kind):
     assert_close(du, ref, what='third order')
 
 
+@pytest.mark.parametrize('layout', ['channels_last', 'transposed', 'cropped'])
+@pytest.mark.parametrize('up, down, kind', [(1, 1, '4tap'), (2, 1, '4tap'), (1, 2, '8tap-sep'), (2, 4, '6tap-2d')])
+def test_upfirdn2d_reads_strided_input_in_place(layout, up, down, kind):
+    # The kernel reads any strides (a transposed convolution's channels-last output without a copy),
+    # on both the host's tiles and the emulated CUDA blocks; the values are the reference's.
+    gen = torch.Generator().manual_seed(14)
+    f = make_filter(kind, gen)
+    base = torch.randn(2, 5, 41, 39, generator=gen)
+    x = {'channels_last': base.contiguous(memory_format=torch.channels_last),
+         'transposed': base.transpose(2, 3),
+         'cropped': base[:, 1:4, 2:37, 3:]}[layout]
+    assert not x.is_contiguous()
+    kw = dict(up=up, down=down, padding=[2, 1, 1, 2], gain=up * up)
+    for emulate in (False, True):
+        with _impl.emulating_cuda_blocks(emulate):
+            compare(lambda x: upfirdn2d.upfirdn2d(x, f, impl='fused', **kw),
+                    lambda x: upfirdn2d.upfirdn2d(x, f, impl='ref', **kw),
+                    [x], upfirdn2d)
+
+
+def test_conv2d_resample_channels_last_transpose_matches_float64(monkeypatch):
+    # The channels-last transposed convolution (forced on at any size; taken without gradients only)
+    # against the contiguous one in float64 through the reference op path.
+    gen = torch.Generator().manual_seed(15)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x, w = torch.randn(2, 4, 10, 9, generator=gen), torch.randn(6, 4, 3, 3, generator=gen)
+    monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_MIN_PIXELS', 1)
+    assert not conv2d_resample._channels_last_transpose(x, w.requires_grad_(), 1)
+    w = w.detach()
+    assert conv2d_resample._channels_last_transpose(x, w, 1) and not conv2d_resample._channels_last_transpose(x, w, 2)
+    with torch.no_grad():
+        fast = conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False)
+    assert upfirdn2d.last_impl == 'fused' and fast.is_contiguous()
+    monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_MIN_PIXELS', 0)
+    monkeypatch.setenv(_impl.ENV, '0')
+    ref = conv2d_resample.conv2d_resample(x.double(), w.double(), f.double(), up=2, padding=1, flip_weight=False)
+    assert upfirdn2d.last_impl == 'ref'
+    assert_close(fast, ref)
+
+
 def test_resampling_helpers_and_conv2d_resample_take_the_fused_path(monkeypatch):
     gen = torch.Generator().manual_seed(11)
     f = upfirdn2d.setup_filter([1, 3, 3, 1])

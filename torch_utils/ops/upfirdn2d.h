@@ -32,7 +32,7 @@ struct Upfirdn2dAxis {
 };
 
 struct Upfirdn2dParams {
-    const void* x;       // [planes, in_h, in_w], contiguous.
+    const void* x;       // [N, C, in_h, in_w] with the strides below (plane = n * C + c).
     void* y;             // [planes, out_h, out_w], contiguous.
     const void* f;       // Taps in the arithmetic type (float; double for double), correlation order,
                          // gain applied: [kh, kw] (2-D) or [k] (separable, both axes).
@@ -42,6 +42,8 @@ struct Upfirdn2dParams {
     int dtype;           // eg::DType of x and y.
     Upfirdn2dAxis ax, ay;
     int planes_per_block;  // Filled in by the launcher.
+    int64_t channels;      // C: planes of one sample.
+    int64_t x_sn, x_sc, x_sy, x_sx;  // x's strides in elements (channels-last input: x_sc = 1).
 };
 
 // Fills in an axis's polyphase tables; returns nullptr or what is out of range.

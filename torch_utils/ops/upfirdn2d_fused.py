@@ -59,8 +59,8 @@ class _Config:
         threads, emulate = _impl.host_exec()
         (upx, upy), (downx, downy), (x0, _, y0, _) = self.up, self.down, self.padding
         with _impl.device_guard(x), _too_large_is_unsupported():
-            self.module.upfirdn2d(x.data_ptr(), y.data_ptr(), taps.data_ptr(), n * c, in_w, in_h, out_w, out_h,
-                                  upx, upy, downx, downy, x0, y0, self.f.shape[-1], self.f.shape[0],
+            self.module.upfirdn2d(x.data_ptr(), y.data_ptr(), taps.data_ptr(), n * c, c, *x.stride(), in_w, in_h,
+                                  out_w, out_h, upx, upy, downx, downy, x0, y0, self.f.shape[-1], self.f.shape[0],
                                   int(self.f.ndim == 1), DTYPES[x.dtype], _impl.stream_of(x), threads, emulate)
         return y
 
@@ -114,4 +114,5 @@ class Plugin:
         if max(f.shape) > MAX_TAPS:
             raise _impl.Unsupported(f'filters longer than {MAX_TAPS} taps')
         cfg = _Config(self.module, f.detach(), up, down, padding, bool(flip_filter), float(gain))
-        return _Upfirdn2d.apply(x.contiguous(), cfg)
+        # Any strides: the kernel reads channels-last input (a transposed convolution's output) in place.
+        return _Upfirdn2d.apply(x, cfg)

@@ -21,6 +21,7 @@ constexpr int kTileW = 64, kTileH = 32;  // Output tile a block aims for.
 constexpr int kSmemBytes = 160 * 1024;   // A block's scratch on the host's stack.
 constexpr int kTileW = 256, kTileH = 64;
 #endif
+constexpr int kStridedTileW = 64, kStridedTileH = 32;  // Host, channels-last input.
 constexpr int kCudaSmemBytes = 40 * 1024, kCudaTileW = 64, kCudaTileH = 32;  // For emulation on the host.
 const Dim3 kCudaBlock{32, 8, 1};
 
@@ -33,8 +34,8 @@ EG_HD int align4(int n) { return (n + 3) & ~3; }  // Keeps the buffers carved fr
 
 // Stages rows [iy0, iy0 + th) x columns [ix0, ix0 + tw) of plane `src` into `tile` (zeros outside).
 template <class T, class A, class Block>
-EG_DEVICE void load_tile(A* tile, const T* src, int in_w, int in_h, int ix0, int iy0, int tw, int th,
-                         const Block& blk) {
+EG_DEVICE void load_tile(A* tile, const T* src, int64_t sy, int64_t sx, int in_w, int in_h, int ix0, int iy0, int tw,
+                         int th, const Block& blk) {
     const int lo = imin(imax(-ix0, 0), tw), hi = imax(imin(in_w - ix0, tw), lo);
     EG_THREADS(blk, tx, ty) {
         for (int r = ty; r < th; r += blk.dim_y()) {
@@ -44,12 +45,23 @@ EG_DEVICE void load_tile(A* tile, const T* src, int in_w, int in_h, int ix0, int
                 for (int c = tx; c < tw; c += blk.dim_x()) dst[c] = A(0);
                 continue;
             }
-            const T* row = src + int64_t(iy) * in_w;
+            const T* row = src + int64_t(iy) * sy;
             for (int c = tx; c < lo; c += blk.dim_x()) dst[c] = A(0);
-            for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x()) dst[c] = to_acc(row[ix0 + c]);
+            if (sx == 1) {  // Rows of a contiguous plane: the unit-stride copy.
+                for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x()) dst[c] = to_acc(row[ix0 + c]);
+            } else {  // Channels-last input: a gather along the row.
+                for (int c = lo + pos_mod(tx - lo, blk.dim_x()); c < hi; c += blk.dim_x())
+                    dst[c] = to_acc(row[int64_t(ix0 + c) * sx]);
+            }
             for (int c = hi + pos_mod(tx - hi, blk.dim_x()); c < tw; c += blk.dim_x()) dst[c] = A(0);
         }
     }
+}
+
+// The first element of input plane `plane` (= n * C + c).
+template <class T>
+EG_HD const T* plane_ptr(const Upfirdn2dParams& p, int64_t plane) {
+    return static_cast<const T*>(p.x) + plane / p.channels * p.x_sn + plane % p.channels * p.x_sc;
 }
 
 // sum_{sy, sx} w[sy][sx] * src[sy * stride + sx], rows accumulated in four independent chains (a single
@@ -104,8 +116,7 @@ struct Upfirdn2dKernel {
         const int64_t plane_end = imin64(p.planes, (int64_t(blk.idx_x()) + 1) * p.planes_per_block);
         for (int64_t plane = int64_t(blk.idx_x()) * p.planes_per_block; plane < plane_end; ++plane) {
             EG_SYNC();  // The phase filters are ready; the previous plane's tile is no longer read.
-            load_tile(tile, static_cast<const T*>(p.x) + plane * p.in_h * p.in_w, p.in_w, p.in_h, ix0, iy0, TW, TH,
-                      blk);
+            load_tile(tile, plane_ptr<T>(p, plane), p.x_sy, p.x_sx, p.in_w, p.in_h, ix0, iy0, TW, TH, blk);
             EG_SYNC();
             T* out = static_cast<T*>(p.y) + plane * p.out_h * p.out_w + q0x * GX;
             EG_THREADS(blk, tx, ty) {
@@ -177,8 +188,7 @@ struct Upfirdn2dSeparableKernel {
                                       ? p.planes : (int64_t(blk.idx_x()) + 1) * p.planes_per_block;
         for (int64_t plane = int64_t(blk.idx_x()) * p.planes_per_block; plane < plane_end; ++plane) {
             EG_SYNC();
-            load_tile(tile, static_cast<const T*>(p.x) + plane * p.in_h * p.in_w, p.in_w, p.in_h, ix0, iy0, TW, TH,
-                      blk);
+            load_tile(tile, plane_ptr<T>(p, plane), p.x_sy, p.x_sx, p.in_w, p.in_h, ix0, iy0, TW, TH, blk);
             EG_SYNC();
             EG_THREADS(blk, tx, ty) {  // Along x, for every row of the input tile.
                 for (int r = ty; r < TH; r += blk.dim_y()) {
@@ -234,7 +244,11 @@ const char* launch_dtype(Upfirdn2dParams& p, void* stream, HostExec exec) {
     using A = acc_t<T>;
     const bool cuda_shape = EG_CUDA || exec.emulate_cuda_blocks;
     const int smem = cuda_shape ? kCudaSmemBytes : kSmemBytes;
-    const int tile_w = cuda_shape ? kCudaTileW : kTileW, tile_h = cuda_shape ? kCudaTileH : kTileH;
+    int tile_w = cuda_shape ? kCudaTileW : kTileW, tile_h = cuda_shape ? kCudaTileH : kTileH;
+    if (!cuda_shape && p.x_sx != 1) {  // Strided rows: a tile whose cache lines stay cached across planes.
+        tile_w = kStridedTileW;
+        tile_h = kStridedTileH;
+    }
 
     // The largest tile (up to the target) whose buffers fit; halve its height first, then its width.
     int tqx = imax(1, imin(ceil_div(tile_w, p.ax.groups), ceil_div(p.out_w, p.ax.groups)));
