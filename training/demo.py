@@ -216,11 +216,11 @@ def ply_vertex_count(path: str) -> int:
 
 
 def save_png(path: str, pixels: np.ndarray, scale: int = 1) -> str:
-    image = PIL.Image.fromarray(pixels)
+    """inference.save_png (atomic), enlarged `scale` times with nearest-neighbour pixels."""
+    from training import inference
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), PIL.Image.NEAREST)
-    with dnnlib.util.atomic_write_path(path) as tmp:
-        image.save(tmp, format='PNG')
+        pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    inference.save_png(path, pixels)
     return path
 
 
@@ -342,7 +342,7 @@ def run_demo(o: DemoOptions, log=print) -> dict:
     log(f'  {"reprojection error, flat plane at mean depth":<44s} {reproj["flat"]:8.4f}')
     for name, ok, detail in checks:
         log(f'  {"PASS" if ok else "FAIL"}  {name}: {detail}')
-    log(f'[demo] time: ' + ', '.join(f'{k} {v:.0f} s' for k, v in times.items()) + f', total {time.time() - t0:.0f} s')
+    log('[demo] time: ' + ', '.join(f'{k} {v:.0f} s' for k, v in times.items()) + f', total {time.time() - t0:.0f} s')
     log('[demo] outputs:')
     for name, path in summary['outputs'].items():
         log(f'  {name:<12s} {_shown(path)}')
