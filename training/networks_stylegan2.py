@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from torch_utils import misc, persistence
-from torch_utils.ops import bias_act, conv2d_resample, fma, upfirdn2d
+from torch_utils.ops import _impl, bias_act, conv2d_resample, fma, upfirdn2d, upfirdn2d_nhwc
 
 # ----------------------------------------------------------------------------
 # Functions.
@@ -377,11 +377,12 @@ class ToRGBLayer(torch.nn.Module):
         runs group by group on the CPU). For the skip image, which has more channels than x (the
         tri-plane backbone's 96), the bias rides along as an extra input column, and when the clamp
         provably cannot act (|y| <= sum_i |w_i| max|x_i| + |b| below it) the product accumulates straight
-        into add_to: one pass over the image instead of three (product, bias_act, add)."""
+        into add_to: one pass over the image instead of three (product, bias_act, add). A channels-last
+        add_to (SynthesisBlock's wide skip images) always takes that path and stays channels-last."""
         n, _, h, wd = x.shape
         wm = self.weight.reshape(1, self.out_channels, self.in_channels) * styles.unsqueeze(1)  # [N, C_out, C_in]
         xf = x.reshape(n, self.in_channels, h * wd)
-        if add_to is None or self.in_channels >= self.out_channels:
+        if add_to is None or (self.in_channels >= self.out_channels and not upfirdn2d_nhwc.is_nhwc(add_to)):
             y = torch.bmm(wm.to(x.dtype), xf).reshape(n, self.out_channels, h, wd)
             y = bias_act.bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp)
             return y if add_to is None else add_to.add_(y.to(add_to.dtype))
@@ -397,6 +398,8 @@ class ToRGBLayer(torch.nn.Module):
                 xmax = torch.cat([torch.maximum(hi, -lo), hi.new_ones([n, 1])], dim=1).unsqueeze(2)
                 if (wa.abs() @ xmax).max().item() * (1 + 1e-4) < clamp:
                     clamp = None
+        if upfirdn2d_nhwc.is_nhwc(add_to):
+            return self._accumulate_nhwc(wa, xa, add_to, clamp)
         if clamp is None and add_to.is_contiguous():
             acc = add_to.reshape(n, self.out_channels, h * wd)
             if torch.is_grad_enabled() and (acc.requires_grad or wa.requires_grad or xa.requires_grad):
@@ -409,8 +412,30 @@ class ToRGBLayer(torch.nn.Module):
             y = y.clamp(-clamp, clamp) if torch.is_grad_enabled() and y.requires_grad else y.clamp_(-clamp, clamp)
         return add_to.add_(y)
 
+    @staticmethod
+    def _accumulate_nhwc(wa, xa, add_to, clamp):
+        """add_to + clamp(wa @ xa) for a channels-last add_to [N, C_out, H, W] (the tri-plane skip image
+        on the CPU): the same product transposed, [H*W, C_in + 1] @ [C_in + 1, C_out] per image, whose
+        rows are add_to's pixels; the result stays channels-last."""
+        n, c, h, wd = add_to.shape
+        a, b = xa.transpose(1, 2), wa.transpose(1, 2)                    # [N, H*W, C_in + 1], [N, C_in + 1, C_out]
+        acc = add_to.permute(0, 2, 3, 1).reshape(n, h * wd, c)           # A view: add_to is channels-last.
+        if clamp is None:
+            if torch.is_grad_enabled() and (acc.requires_grad or a.requires_grad or b.requires_grad):
+                acc = torch.baddbmm(acc, a, b)
+            else:
+                acc = acc.baddbmm_(a, b)
+        else:
+            y = torch.bmm(a, b)
+            y = y.clamp(-clamp, clamp) if torch.is_grad_enabled() and y.requires_grad else y.clamp_(-clamp, clamp)
+            acc = acc + y if torch.is_grad_enabled() and (acc.requires_grad or y.requires_grad) else acc.add_(y)
+        return acc.view(n, h, wd, c).permute(0, 3, 1, 2)
+
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}'
+
+
+SKIP_CHANNELS_LAST_MIN = 16  # Skip images with at least this many channels are channels-last on the CPU.
 
 
 @persistence.persistent_class
@@ -506,21 +531,35 @@ class SynthesisBlock(torch.nn.Module):
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
 
-        # ToRGB: its w is shared with the next block's conv0 (see SynthesisNetwork.forward).
+        # ToRGB: its w is shared with the next block's conv0 (see SynthesisNetwork.forward). A wide skip
+        # image on the CPU is channels-last from the first block on (see skip_channels_last).
         if img is not None:
             misc.assert_shape(img, [None, self.img_channels, self.resolution // 2, self.resolution // 2],
                               f'SynthesisBlock b{self.resolution}: img')
-            img = upfirdn2d.upsample2d(img, self.resample_filter)
+            t = upfirdn2d_nhwc.polyphase_weight(self.resample_filter) if upfirdn2d_nhwc.is_nhwc(img) else None
+            if t is not None:
+                img = upfirdn2d_nhwc.upsample2d_nhwc(img, t)
+            else:
+                img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == 'skip':
             if img is not None:
                 img = self.torgb(x, next(w_iter), fused_modconv=fused_modconv, add_to=img)
             else:
                 img = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
-                img = img.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+                img_format = torch.channels_last if self.skip_channels_last(img) else torch.contiguous_format
+                img = img.to(dtype=torch.float32, memory_format=img_format)
 
         assert x.dtype == dtype
         assert img is None or img.dtype == torch.float32
         return x, img
+
+    def skip_channels_last(self, img: torch.Tensor) -> bool:
+        """Whether the skip image starts channels-last (NHWC): on the CPU, for images of at least
+        SKIP_CHANNELS_LAST_MIN channels (the tri-plane backbone's 96, not the 3 of RGB), with the fused
+        ops on (EG3D_FUSED_OPS=0: the reference layout everywhere). Later blocks keep the layout they
+        get. The renderer's plane gather reads such planes in place instead of transposing them."""
+        return (img.device.type == 'cpu' and self.img_channels >= SKIP_CHANNELS_LAST_MIN and img.shape[-1] > 1
+                and self.architecture == 'skip' and _impl.enabled())
 
     def extra_repr(self) -> str:
         return f'resolution={self.resolution:d}, architecture={self.architecture}'
@@ -710,6 +749,14 @@ class DiscriminatorBlock(torch.nn.Module):
         assert x.dtype == dtype
         return x, img
 
+    def skip_channels_last(self, img: torch.Tensor) -> bool:
+        """Whether the skip image starts channels-last (NHWC): on the CPU, for images of at least
+        SKIP_CHANNELS_LAST_MIN channels (the tri-plane backbone's 96, not the 3 of RGB), with the fused
+        ops on (EG3D_FUSED_OPS=0: the reference layout everywhere). Later blocks keep the layout they
+        get. The renderer's plane gather reads such planes in place instead of transposing them."""
+        return (img.device.type == 'cpu' and self.img_channels >= SKIP_CHANNELS_LAST_MIN and img.shape[-1] > 1
+                and self.architecture == 'skip' and _impl.enabled())
+
     def extra_repr(self) -> str:
         return f'resolution={self.resolution:d}, architecture={self.architecture}'
 
@@ -806,6 +853,14 @@ class DiscriminatorEpilogue(torch.nn.Module):
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
         assert x.dtype == torch.float32
         return x
+
+    def skip_channels_last(self, img: torch.Tensor) -> bool:
+        """Whether the skip image starts channels-last (NHWC): on the CPU, for images of at least
+        SKIP_CHANNELS_LAST_MIN channels (the tri-plane backbone's 96, not the 3 of RGB), with the fused
+        ops on (EG3D_FUSED_OPS=0: the reference layout everywhere). Later blocks keep the layout they
+        get. The renderer's plane gather reads such planes in place instead of transposing them."""
+        return (img.device.type == 'cpu' and self.img_channels >= SKIP_CHANNELS_LAST_MIN and img.shape[-1] > 1
+                and self.architecture == 'skip' and _impl.enabled())
 
     def extra_repr(self) -> str:
         return f'resolution={self.resolution:d}, architecture={self.architecture}'
