@@ -7,7 +7,7 @@ With f = outer(g, g), g = [a, b, b, a] normalised (a + b = 1/2) and upsample2d's
     out[2i]     = (1 - t) x[i] + t x[i-1]        out[2i + 1] = (1 - t) x[i] + t x[i+1]
 
 with zeros outside the image. On an NHWC tensor both axes are passes over rows of C contiguous floats
-(torch.lerp into strided output views), and the result is channels-last again: the tri-plane
+(torch.lerp into strided output views; for t = 1/4, bilinear interpolation plus an edge correction), and the result is channels-last again: the tri-plane
 backbone's 96-channel skip image stays in the layout the renderer's plane gather reads, instead of
 being transposed there (and back in the backward).
 
@@ -18,6 +18,7 @@ Forward and adjoint call each other in their backward passes, so the op is diffe
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def polyphase_weight(f: torch.Tensor | None) -> float | None:
@@ -71,6 +72,15 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 def _up(x: torch.Tensor, t: float) -> torch.Tensor:
     n, c, h, w = x.shape
+    if t == 0.25:
+        # The same taps as bilinear interpolation (align_corners=False: out[2i] samples x at i - 1/4),
+        # whose channels-last CPU kernel is one pass; it repeats the edge where we pad with zeros, so
+        # the outer rows and columns, which lack one neighbour, are scaled by 3/4 afterwards.
+        y = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(2 * h, 2 * w), mode='bilinear',
+                          align_corners=False)
+        for edge in (y[:, :, :, 0], y[:, :, :, -1], y[:, :, 0, :], y[:, :, -1, :]):
+            edge.mul_(1 - t)
+        return y
     y = _up_axis(_rows(x).view(n * h, w, c), t)                  # Along W: [N*H, 2W, C].
     y = _up_axis(y.view(n, h, 2 * w * c), t)                     # Along H: [N, 2H, 2W*C].
     return y.view(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
