@@ -77,7 +77,7 @@ def _up(x: torch.Tensor, t: float) -> torch.Tensor:
         # whose channels-last CPU kernel is one pass; it repeats the edge where we pad with zeros, so
         # the outer rows and columns, which lack one neighbour, are scaled by 3/4 afterwards.
         y = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(2 * h, 2 * w), mode='bilinear',
-                          align_corners=False)
+                          align_corners=False).contiguous(memory_format=torch.channels_last)  # 1x1 inputs.
         for edge in (y[:, :, :, 0], y[:, :, :, -1], y[:, :, 0, :], y[:, :, -1, :]):
             edge.mul_(1 - t)
         return y
