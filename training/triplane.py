@@ -153,7 +153,9 @@ class TriPlaneGenerator(torch.nn.Module):
                                      truncation_cutoff=truncation_cutoff, update_emas=update_emas)
 
     def planes(self, ws, update_emas=False, **synthesis_kwargs) -> torch.Tensor:
-        """ws -> tri-planes [N, 3, C, H, W] (backbone channels 0..C-1 are plane 0, and so on)."""
+        """ws -> tri-planes [N, 3, C, H, W] (backbone channels 0..C-1 are plane 0, and so on). On the CPU the
+        StyleGAN2 backbone stores them channels-last (a view of its [N, H, W, 3 C] skip image), the layout the
+        renderer's plane gather reads in place; use .reshape, not .view, to merge N and the planes."""
         with misc.profiled('backbone'):
             planes = self.backbone.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
         return planes.view(planes.shape[0], 3, -1, planes.shape[-2], planes.shape[-1])
