@@ -1,0 +1,54 @@
+// Renderer host kernels (render_ops_kernels.cu): the parameters shared by the kernels and the Python
+// binding (render_ops_plugin.cpp). Host-only: the renderer keeps torch's fused CUDA kernels on the GPU.
+#pragma once
+
+#include <cstdint>
+
+#include "portable.h"
+
+namespace eg {
+
+enum SoftplusMode : int {
+    kSoftplusForward = 0,  // out = softplus(x) (beta 1, threshold 20, as torch.nn.Softplus); out may be x.
+    kSoftplusGrad = 1,     // out = dy * sigmoid(x); out may be dy.
+};
+
+struct SoftplusParams {
+    const void* x;    // [n] input.
+    const void* dy;   // [n] incoming gradient (kSoftplusGrad), or null.
+    void* out;        // [n] result.
+    int64_t n;
+    int mode;         // SoftplusMode.
+    int dtype;        // eg::DType (float32 or float64).
+};
+
+// The OSGDecoder's output split: sigma[r] = src[r, 0], rgb[r, k] = sigmoid(src[r, 1 + k]) * scale + shift.
+struct DecoderTailParams {
+    const void* src;     // [rows, 1 + c], row stride src_stride.
+    void* sigma;         // [rows], stride sigma_stride.
+    void* rgb;           // [rows, c], row stride rgb_stride.
+    int64_t rows, c, src_stride, sigma_stride, rgb_stride;
+    double scale, shift;
+    int dtype;
+};
+
+constexpr int kMaxPlanes = 4;
+
+// out[i] = sum over planes p and the 4 bilinear corners of the weighted table rows (weights / planes),
+// the mean of grid_sample(bilinear, zeros, align_corners=False) over the planes.
+struct PlaneGatherParams {
+    const void* table;   // [rows, c]: feature rows (row = n * sn + p * sp + y * sh + x * sw).
+    const void* coords;  // [n, m, 3] points (contiguous), multiplied by `scale` before projection.
+    void* out;           // [n, m, c].
+    double axes[kMaxPlanes][3][2];  // Projection per plane: (u, v) = point @ axes[p].
+    double scale;        // 2 / box_warp (1 for none).
+    int64_t n, m, c, h, w, planes;
+    int64_t sn, sp, sh, sw;
+    int dtype;
+};
+
+const char* softplus_launch(SoftplusParams p, HostExec exec);
+const char* decoder_tail_launch(DecoderTailParams p, HostExec exec);
+const char* plane_gather_launch(PlaneGatherParams p, HostExec exec);
+
+}  // namespace eg

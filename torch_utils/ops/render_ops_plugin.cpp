@@ -1,0 +1,72 @@
+// Python binding of the renderer's host kernels (see plugin_module.h).
+#include "render_ops.h"
+#include "plugin_module.h"
+
+static PyObject* py_softplus(PyObject*, PyObject* args) {
+    unsigned long long x, dy, out;
+    long long n;
+    int mode, dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKLiii", &x, &dy, &out, &n, &mode, &dtype, &num_threads)) return nullptr;
+    const eg::SoftplusParams p{eg_ptr(x), eg_ptr(dy), eg_ptr(out), n, mode, dtype};
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("softplus", [&] { return eg::softplus_launch(p, exec); });
+}
+
+static PyObject* py_decoder_tail(PyObject*, PyObject* args) {
+    unsigned long long src, sigma, rgb;
+    long long rows, c, src_stride, sigma_stride, rgb_stride;
+    double scale, shift;
+    int dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKLLLLLddii", &src, &sigma, &rgb, &rows, &c, &src_stride, &sigma_stride,
+                          &rgb_stride, &scale, &shift, &dtype, &num_threads))
+        return nullptr;
+    const eg::DecoderTailParams p{eg_ptr(src), eg_ptr(sigma), eg_ptr(rgb), rows, c, src_stride, sigma_stride,
+                                  rgb_stride, scale, shift, dtype};
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("decoder_tail", [&] { return eg::decoder_tail_launch(p, exec); });
+}
+
+static PyObject* py_plane_gather(PyObject*, PyObject* args) {
+    unsigned long long table, coords, out;
+    PyObject* axes;
+    double scale;
+    long long n, m, c, h, w, planes, sn, sp, sh, sw;
+    int dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKOdLLLLLLLLLLii", &table, &coords, &out, &axes, &scale, &n, &m, &c, &h, &w,
+                          &planes, &sn, &sp, &sh, &sw, &dtype, &num_threads))
+        return nullptr;
+    eg::PlaneGatherParams p{};
+    if (planes < 1 || planes > eg::kMaxPlanes || !PySequence_Check(axes) || PySequence_Size(axes) != planes * 6) {
+        PyErr_SetString(PyExc_ValueError, "plane_gather: axes must hold planes * 6 numbers (planes <= 4)");
+        return nullptr;
+    }
+    for (long long i = 0; i < planes * 6; ++i) {
+        PyObject* item = PySequence_GetItem(axes, i);
+        const double v = item ? PyFloat_AsDouble(item) : -1.0;
+        Py_XDECREF(item);
+        if (PyErr_Occurred()) return nullptr;
+        p.axes[i / 6][i % 6 / 2][i % 2] = v;
+    }
+    p.table = eg_ptr(table);
+    p.coords = eg_ptr(coords);
+    p.out = eg_ptr(out);
+    p.scale = scale;
+    p.n = n, p.m = m, p.c = c, p.h = h, p.w = w, p.planes = planes;
+    p.sn = sn, p.sp = sp, p.sh = sh, p.sw = sw;
+    p.dtype = dtype;
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("plane_gather", [&] { return eg::plane_gather_launch(p, exec); });
+}
+
+static PyMethodDef methods[] = {
+    {"softplus", py_softplus, METH_VARARGS,
+     "softplus(x, dy, out, n, mode, dtype, num_threads): pointers as integers (0 for none)."},
+    {"decoder_tail", py_decoder_tail, METH_VARARGS,
+     "decoder_tail(src, sigma, rgb, rows, c, src_stride, sigma_stride, rgb_stride, scale, shift, dtype, "
+     "num_threads)."},
+    {"plane_gather", py_plane_gather, METH_VARARGS,
+     "plane_gather(table, coords, out, axes (planes * 6 floats), scale, n, m, c, h, w, planes, sn, sp, sh, sw, "
+     "dtype, num_threads)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+EG_DEFINE_MODULE("Renderer host kernels.", methods)
