@@ -81,18 +81,20 @@ def _decoder_reference(dec, x):
 def test_decoder_chunked_forward(plugin, monkeypatch, dtype):
     monkeypatch.setattr(triplane, '_DECODER_CHUNK', 1000)          # Several chunks and a partial one.
     gen = torch.Generator().manual_seed(4)
-    dec = _decoder(dtype).requires_grad_(False)
+    dec = _decoder(dtype)
     x = torch.randn(2, 1700, 6, generator=gen, dtype=dtype) * 3
-    out = dec.forward_plane_mean(x, None)
+    with torch.no_grad():
+        out = dec.forward_plane_mean(x, None)
     rgb, sigma = _decoder_reference(dec, x)
     tol = dict(atol=2e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-13)
     assert out['rgb'].shape == (2, 1700, 5) and out['sigma'].shape == (2, 1700, 1)
     assert sigma.abs().max() > 1 and rgb.min() < 0.2 and rgb.max() > 0.8
     torch.testing.assert_close(out['rgb'].double(), rgb, **tol)
     torch.testing.assert_close(out['sigma'].double(), sigma, **tol)
-    # The torch path (fused ops off) agrees, and so does the graph path under no_grad.
+    # The torch path (fused ops off) agrees.
     monkeypatch.setenv('EG3D_FUSED_OPS', '0')
-    ref = dec.forward_plane_mean(x, None)
+    with torch.no_grad():
+        ref = dec.forward_plane_mean(x, None)
     torch.testing.assert_close(out['rgb'], ref['rgb'], **tol)
     torch.testing.assert_close(out['sigma'], ref['sigma'], **tol)
 
@@ -133,8 +135,9 @@ def test_fused_gather_matches_grid_sample_mean(plugin, dtype, convention, layout
     if layout == 'channels_last':
         planes = planes.reshape(2, 3 * c, 6, 8).contiguous(memory_format=torch.channels_last).view(2, 3, c, 6, 8)
     points = _gather_points(gen, 2, 400, dtype)
-    assert plane_gather._host_kernels(plane_gather.feature_table(planes)[0], points, 3) is plugin
-    out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.0)
+    with torch.no_grad():
+        assert plane_gather._host_kernels(plane_gather.feature_table(planes)[0], points, 3) is plugin
+        out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.0)
     ref = sample_from_planes(axes.double(), planes.double(), points.double(), box_warp=1.0).mean(1)
     assert (ref == 0).all(-1).any() and ref.abs().max() > 0.5        # Points inside and outside the box.
     tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-13)
@@ -147,15 +150,16 @@ def test_fused_gather_non_finite_points_and_grad_mode(plugin, monkeypatch):
     planes = torch.randn(1, 3, 4, 5, 5, generator=gen)
     points = _gather_points(gen, 1, 50, torch.float32)
     points[0, :3] = torch.tensor([[float('nan'), 0.1, 0.1], [float('inf'), 0.0, 0.0], [-1e30, 0.2, 0.0]])
-    out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.6)
-    assert out.isfinite().all()
-    monkeypatch.setenv('EG3D_FUSED_OPS', '0')                        # The embedding_bag path.
-    ref = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.6)
+    with torch.no_grad():
+        out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.6)
+        assert out.isfinite().all()
+        monkeypatch.setenv('EG3D_FUSED_OPS', '0')                    # The embedding_bag path.
+        ref = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.6)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
     monkeypatch.setenv('EG3D_FUSED_OPS', '1')
-    # With a graph to build the gather keeps the differentiable path.
-    table = plane_gather.feature_table(planes.requires_grad_(True))[0]
+    # In grad mode (even with nothing requiring grad) the gather keeps the differentiable path.
+    table = plane_gather.feature_table(planes)[0]
     assert plane_gather._host_kernels(table, points, 3) is None
     with torch.no_grad():
         assert plane_gather._host_kernels(table, points, 3) is plugin
-    assert plane_gather._host_kernels(table.detach().double(), points, 3) is None  # Mixed dtypes.
+        assert plane_gather._host_kernels(table.double(), points, 3) is None   # Mixed dtypes.

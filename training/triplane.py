@@ -65,7 +65,9 @@ class OSGDecoder(torch.nn.Module):
         _ = ray_directions  # No view dependence (EG3D Sec. 4.1).
         n, m, c = x.shape
         plugin = self._host_kernels(x)
-        if plugin is not None and not self._needs_graph(x):
+        # The fast path only under no_grad (not merely when nothing requires grad): the path, and so the
+        # output's last bits, then depends on the grad mode alone, not on which parameters are frozen.
+        if plugin is not None and not torch.is_grad_enabled():
             return self._forward_chunked(plugin, x)
         fc1, softplus, fc2 = self.net
         h = fc1(x.reshape(n * m, c))
@@ -89,11 +91,8 @@ class OSGDecoder(torch.nn.Module):
             return None
         return _impl.fused_plugin('render_ops', x.device)
 
-    def _needs_graph(self, x: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-
     def _forward_chunked(self, plugin, x: torch.Tensor) -> dict:
-        """The no-graph forward on the host in chunks of rows, so that the [rows, hidden] activations
+        """The no_grad forward on the host in chunks of rows, so that the [rows, hidden] activations
         stay in cache and are never allocated at full size: addmm, softplus in place, addmm into a
         chunk buffer, then sigma and the colour sigmoid written out in one pass."""
         n, m, c = x.shape

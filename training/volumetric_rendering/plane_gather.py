@@ -56,10 +56,11 @@ def use_gather(plane_features: torch.Tensor, impl: str | None = None) -> bool:
 
 def _host_kernels(table: torch.Tensor, coordinates: torch.Tensor, n_planes: int):
     """The fused host gather (torch_utils/ops/render_ops: corners, weights and the weighted sum of rows per
-    point in one pass, no [points, 4 P] index and weight tensors) when no graph is needed and the tensors
-    are CPU float32 / float64; else None (the embedding_bag path: gradients, CUDA, EG3D_FUSED_OPS=0)."""
+    point in one pass, no [points, 4 P] index and weight tensors) under no_grad for CPU float32 / float64
+    tensors; else None (the embedding_bag path: grad mode, CUDA, EG3D_FUSED_OPS=0). The grad mode alone
+    decides, so that frozen and trainable planes give the same bits in grad mode."""
     from torch_utils.ops import _impl, render_ops_fused
-    if torch.is_grad_enabled() and (table.requires_grad or coordinates.requires_grad):
+    if torch.is_grad_enabled():
         return None
     if not render_ops_fused.supports(table, coordinates) or n_planes > render_ops_fused.MAX_PLANES \
             or not _impl.enabled():
