@@ -163,3 +163,43 @@ def test_fused_gather_non_finite_points_and_grad_mode(plugin, monkeypatch):
     with torch.no_grad():
         assert plane_gather._host_kernels(table, points, 3) is plugin
         assert plane_gather._host_kernels(table.double(), points, 3) is None   # Mixed dtypes.
+
+
+def _sample_sets(gen, dtype, n=2, m=300, s=(10, 7), c=5):
+    """Coarse depths sorted (stratified with jitter), fine depths random, both in [2, 3] without ties."""
+    delta = 1.0 / s[0]
+    coarse = 2 + (torch.arange(s[0], dtype=torch.float64) + 0.9 * torch.rand(n, m, s[0], generator=gen,
+                                                                            dtype=torch.float64)) * delta
+    sets = [coarse] + [2 + torch.rand(n, m, k, generator=gen, dtype=torch.float64) for k in s[1:]]
+    depths = [d.unsqueeze(-1).to(dtype) for d in sets]
+    all_depths = torch.cat(depths, dim=2).squeeze(-1)
+    assert (all_depths.sort(-1).values.diff(dim=-1) > 0).all()        # No ties: one valid order.
+    colors = [torch.rand(n, m, k, c, generator=gen, dtype=torch.float64).to(dtype) for k in s]
+    densities = [(torch.randn(n, m, k, 1, generator=gen, dtype=torch.float64) * 4).to(dtype) for k in s]
+    for d in densities:
+        d[0, :3] = -300                                                # Rays with no weight at all (0 / 0).
+    return colors, densities, depths
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('sizes', [(10, 7), (12,), (5, 6, 4)])
+@pytest.mark.parametrize('white_back', [False, True])
+def test_host_composite_matches_ray_marcher(plugin, dtype, sizes, white_back):
+    from training.volumetric_rendering import ray_marcher
+    gen = torch.Generator().manual_seed(8)
+    colors, densities, depths = _sample_sets(gen, dtype, s=sizes)
+    opts = {'white_back': white_back}
+    with torch.no_grad():
+        rgb, depth, weight = ray_marcher.composite_sample_sets_host(colors, densities, depths, opts)
+    # The reference: MipRayMarcher2 on the concatenated, depth-sorted samples, in float64.
+    all_depths, order = torch.sort(torch.cat(depths, dim=2).double(), dim=2)
+    all_colors = torch.cat(colors, dim=2).double().gather(2, order.expand(-1, -1, -1, colors[0].shape[-1]))
+    all_densities = torch.cat(densities, dim=2).double().gather(2, order)
+    ref_rgb, ref_depth, ref_weights = ray_marcher.MipRayMarcher2()(all_colors, all_densities, all_depths, opts)
+    assert (ref_weights.sum(2)[0, :3] == 0).all() and ref_weights.sum(2).max() > 0.5
+    tol = dict(atol=2e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(rgb.double(), ref_rgb, **tol)
+    torch.testing.assert_close(depth.double(), ref_depth, **tol)
+    torch.testing.assert_close(weight.double(), ref_weights.sum(2), **tol)
+    # In grad mode it steps aside (the renderer then takes composite_sample_sets).
+    assert ray_marcher.composite_sample_sets_host(colors, densities, depths, opts) is None

@@ -47,8 +47,30 @@ struct PlaneGatherParams {
     int dtype;
 };
 
+constexpr int kMaxSets = 4;          // Sample sets per ray (coarse, fine, ...).
+constexpr int kMaxRaySamples = 1024; // Samples per ray over all sets.
+
+// MipRayMarcher2 over the depth-sorted union of sample sets, one ray per iteration: interval weights
+// w_i = alpha_i prod_{j<i} (1 - alpha_j + 1e-10), alpha_i = 1 - exp(-softplus((s_i + s_{i+1}) / 2 - 1)
+// (d_{i+1} - d_i)); rgb = 2 (sum_i w_i (c_i + c_{i+1}) / 2 [+ 1 - sum w]) - 1; depth = sum_i w_i
+// (d_i + d_{i+1}) / 2 / sum w (NaN, i.e. 0 / 0, becomes +inf; the caller clamps).
+struct CompositeParams {
+    const void* colors[kMaxSets];     // [rays, samples[k], c] each.
+    const void* densities[kMaxSets];  // [rays, samples[k]] raw densities.
+    const void* depths[kMaxSets];     // [rays, samples[k]].
+    int64_t samples[kMaxSets];
+    int sets;
+    int64_t rays, c;
+    void* rgb;         // [rays, c].
+    void* depth;       // [rays].
+    void* weight_sum;  // [rays].
+    int white_back;
+    int dtype;
+};
+
 const char* softplus_launch(SoftplusParams p, HostExec exec);
 const char* decoder_tail_launch(DecoderTailParams p, HostExec exec);
 const char* plane_gather_launch(PlaneGatherParams p, HostExec exec);
+const char* composite_launch(CompositeParams p, HostExec exec);
 
 }  // namespace eg

@@ -12,7 +12,7 @@ from . import _impl
 
 DTYPES = {torch.float32: 0, torch.float64: 1}
 SOFTPLUS_FORWARD, SOFTPLUS_GRAD = 0, 1
-MAX_PLANES = 4  # As render_ops.h.
+MAX_PLANES, MAX_SETS, MAX_RAY_SAMPLES = 4, 4, 1024  # As render_ops.h.
 
 
 def supports(*tensors: torch.Tensor) -> bool:
@@ -90,3 +90,29 @@ class Plugin:
                                  axes.detach().double().reshape(-1).tolist(), float(scale), n, m, c, h, w, n_planes,
                                  sn, sp, sh, sw, DTYPES[table.dtype], _impl.host_exec()[0])
         return out
+
+    def composite(self, colors: list[torch.Tensor], densities: list[torch.Tensor], depths: list[torch.Tensor],
+                  white_back: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MipRayMarcher2 over the depth-sorted union of sample sets (colors [N, M, S_k, C], raw densities
+        and depths [N, M, S_k, 1]) -> (features [N, M, C] (2 x - 1 applied), depth [N, M, 1] before the
+        clamp to the batch's depth range (+inf where no weight), total weight [N, M, 1])."""
+        n, m, _, c = colors[0].shape
+        samples = [d.shape[2] for d in depths]
+        colors = [t.contiguous() for t in colors]
+        densities = [t.contiguous() for t in densities]
+        depths = [t.contiguous() for t in depths]
+        self._check(*colors, *densities, *depths)
+        if not 1 <= len(samples) <= MAX_SETS or not 2 <= sum(samples) <= MAX_RAY_SAMPLES:
+            raise ValueError(f'render_ops.composite: {len(samples)} sets of {samples} samples (at most '
+                             f'{MAX_SETS} sets, 2 to {MAX_RAY_SAMPLES} samples per ray)')
+        for col, den, dep, s in zip(colors, densities, depths, samples):
+            if col.shape != (n, m, s, c) or den.shape != (n, m, s, 1) or dep.shape != (n, m, s, 1):
+                raise ValueError(f'render_ops.composite: colors {list(col.shape)}, densities {list(den.shape)} '
+                                 f'and depths {list(dep.shape)} do not fit')
+        rgb = colors[0].new_empty([n, m, c])
+        depth = colors[0].new_empty([n, m, 1])
+        weight_sum = colors[0].new_empty([n, m, 1])
+        self.module.composite([t.data_ptr() for t in colors], [t.data_ptr() for t in densities],
+                              [t.data_ptr() for t in depths], samples, n * m, c, rgb.data_ptr(), depth.data_ptr(),
+                              weight_sum.data_ptr(), int(white_back), DTYPES[rgb.dtype], _impl.host_exec()[0])
+        return rgb, depth, weight_sum

@@ -22,6 +22,7 @@ namespace eg {
 const char* softplus_launch(SoftplusParams, HostExec) { return "host-only kernel"; }
 const char* decoder_tail_launch(DecoderTailParams, HostExec) { return "host-only kernel"; }
 const char* plane_gather_launch(PlaneGatherParams, HostExec) { return "host-only kernel"; }
+const char* composite_launch(CompositeParams, HostExec) { return "host-only kernel"; }
 
 #else
 
@@ -171,6 +172,86 @@ struct PlaneGatherKernel {
     }
 };
 
+inline float exp_of(float v) { return exp_fast(v); }
+inline double exp_of(double v) { return std::exp(v); }
+
+template <class T>
+struct CompositeKernel {
+    struct Sample {
+        T d;      // Depth.
+        int32_t k, s;  // Set and index in it.
+    };
+
+    // Sorts a[0:n] by depth (insertion sort: already sorted sets cost one pass; a NaN stays put).
+    static void sort(Sample* a, int n) {
+        for (int i = 1; i < n; ++i) {
+            const Sample v = a[i];
+            int j = i;
+            while (j > 0 && a[j - 1].d > v.d) {
+                a[j] = a[j - 1];
+                --j;
+            }
+            a[j] = v;
+        }
+    }
+
+    static void run(const CompositeParams& p, const HostBlock& blk) {
+        constexpr int64_t kRays = 64;
+        const int64_t begin = int64_t(blk.idx_x()) * kRays, end = begin + kRays < p.rays ? begin + kRays : p.rays;
+        const int64_t c = p.c;
+        Sample buf[3][kMaxRaySamples];  // The union so far, the next union, the next set.
+        T sig[kMaxRaySamples], alpha[kMaxRaySamples];
+        for (int64_t r = begin; r < end; ++r) {
+            // Each set sorted on its own, then merged into the union (ties: the earlier set first).
+            int n = 0, cur = 0;
+            for (int k = 0; k < p.sets; ++k) {
+                const int sk = int(p.samples[k]);
+                const T* d = static_cast<const T*>(p.depths[k]) + r * sk;
+                Sample* set = buf[2];
+                for (int s = 0; s < sk; ++s) set[s] = Sample{d[s], k, s};
+                sort(set, sk);
+                const Sample* a = buf[cur];
+                Sample* out = buf[1 - cur];
+                int i = 0, j = 0, o = 0;
+                while (i < n && j < sk) out[o++] = set[j].d < a[i].d ? set[j++] : a[i++];
+                while (i < n) out[o++] = a[i++];
+                while (j < sk) out[o++] = set[j++];
+                n += sk;
+                cur = 1 - cur;
+            }
+            const Sample* a = buf[cur];
+            for (int i = 0; i < n; ++i) sig[i] = static_cast<const T*>(p.densities[a[i].k])[r * p.samples[a[i].k] + a[i].s];
+            for (int i = 0; i + 1 < n; ++i) {
+                const T mid = softplus((sig[i] + sig[i + 1]) / T(2) - T(1));
+                alpha[i] = T(1) - exp_of(-(mid * (a[i + 1].d - a[i].d)));
+            }
+            T* rgb = static_cast<T*>(p.rgb) + r * c;
+            for (int64_t q = 0; q < c; ++q) rgb[q] = T(0);
+            T trans = T(1), wsum = T(0), dsum = T(0), prev = T(0);
+            for (int i = 0; i < n; ++i) {
+                T w = T(0);
+                if (i + 1 < n) {
+                    w = alpha[i] * trans;
+                    trans *= T(1) - alpha[i] + T(1e-10);
+                    wsum += w;
+                    dsum += w * ((a[i].d + a[i + 1].d) / T(2));
+                }
+                const T sw = (prev + w) / T(2);
+                prev = w;
+                const T* col = static_cast<const T*>(p.colors[a[i].k]) + (r * p.samples[a[i].k] + a[i].s) * c;
+#pragma omp simd
+                for (int64_t q = 0; q < c; ++q) rgb[q] += sw * col[q];
+            }
+            const T back = p.white_back ? T(1) - wsum : T(0);
+#pragma omp simd
+            for (int64_t q = 0; q < c; ++q) rgb[q] = (rgb[q] + back) * T(2) - T(1);
+            const T depth = dsum / wsum;
+            static_cast<T*>(p.depth)[r] = depth == depth ? depth : T(INFINITY);
+            static_cast<T*>(p.weight_sum)[r] = wsum;
+        }
+    }
+};
+
 template <class K, class P>
 const char* run_blocks(const P& p, int64_t blocks, const HostExec& exec) {
     if (blocks <= 0) return nullptr;
@@ -202,6 +283,16 @@ const char* plane_gather_launch(PlaneGatherParams p, HostExec exec) {
         return run_blocks<PlaneGatherKernel<float, 0>>(p, blocks, exec);
     }
     if (p.dtype == kFloat64) return run_blocks<PlaneGatherKernel<double, 0>>(p, blocks, exec);
+    return "unsupported dtype";
+}
+
+const char* composite_launch(CompositeParams p, HostExec exec) {
+    int64_t total = 0;
+    for (int k = 0; k < p.sets; ++k) total += p.samples[k];
+    if (p.sets < 1 || p.sets > kMaxSets || total < 2 || total > kMaxRaySamples) return "unsupported sample counts";
+    const int64_t blocks = (p.rays + 63) / 64;
+    if (p.dtype == kFloat32) return run_blocks<CompositeKernel<float>>(p, blocks, exec);
+    if (p.dtype == kFloat64) return run_blocks<CompositeKernel<double>>(p, blocks, exec);
     return "unsupported dtype";
 }
 

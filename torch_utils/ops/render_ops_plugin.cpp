@@ -58,6 +58,45 @@ static PyObject* py_plane_gather(PyObject*, PyObject* args) {
     return eg_run("plane_gather", [&] { return eg::plane_gather_launch(p, exec); });
 }
 
+static PyObject* py_composite(PyObject*, PyObject* args) {
+    PyObject *colors, *densities, *depths, *samples;
+    unsigned long long rgb, depth, weight_sum;
+    long long rays, c;
+    int white_back, dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "OOOOLLKKKiii", &colors, &densities, &depths, &samples, &rays, &c, &rgb, &depth,
+                          &weight_sum, &white_back, &dtype, &num_threads))
+        return nullptr;
+    eg::CompositeParams p{};
+    const Py_ssize_t sets = PySequence_Check(samples) ? PySequence_Size(samples) : -1;
+    if (sets < 1 || sets > eg::kMaxSets) {
+        PyErr_SetString(PyExc_ValueError, "composite: 1 to 4 sample sets");
+        return nullptr;
+    }
+    PyObject* lists[4] = {colors, densities, depths, samples};
+    for (int l = 0; l < 4; ++l) {
+        if (!PySequence_Check(lists[l]) || PySequence_Size(lists[l]) != sets) {
+            PyErr_SetString(PyExc_ValueError, "composite: one pointer and sample count per set");
+            return nullptr;
+        }
+        for (Py_ssize_t k = 0; k < sets; ++k) {
+            PyObject* item = PySequence_GetItem(lists[l], k);
+            const unsigned long long v = item ? PyLong_AsUnsignedLongLong(item) : 0;
+            Py_XDECREF(item);
+            if (PyErr_Occurred()) return nullptr;
+            if (l == 0) p.colors[k] = eg_ptr(v);
+            if (l == 1) p.densities[k] = eg_ptr(v);
+            if (l == 2) p.depths[k] = eg_ptr(v);
+            if (l == 3) p.samples[k] = int64_t(v);
+        }
+    }
+    p.sets = int(sets);
+    p.rays = rays, p.c = c;
+    p.rgb = eg_ptr(rgb), p.depth = eg_ptr(depth), p.weight_sum = eg_ptr(weight_sum);
+    p.white_back = white_back, p.dtype = dtype;
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("composite", [&] { return eg::composite_launch(p, exec); });
+}
+
 static PyMethodDef methods[] = {
     {"softplus", py_softplus, METH_VARARGS,
      "softplus(x, dy, out, n, mode, dtype, num_threads): pointers as integers (0 for none)."},
@@ -67,6 +106,9 @@ static PyMethodDef methods[] = {
     {"plane_gather", py_plane_gather, METH_VARARGS,
      "plane_gather(table, coords, out, axes (planes * 6 floats), scale, n, m, c, h, w, planes, sn, sp, sh, sw, "
      "dtype, num_threads)."},
+    {"composite", py_composite, METH_VARARGS,
+     "composite(colors, densities, depths, samples (lists, one entry per set), rays, c, rgb, depth, weight_sum, "
+     "white_back, dtype, num_threads)."},
     {nullptr, nullptr, 0, nullptr}};
 
 EG_DEFINE_MODULE("Renderer host kernels.", methods)

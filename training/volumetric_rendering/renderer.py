@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training.volumetric_rendering import math_utils, plane_gather
-from training.volumetric_rendering.ray_marcher import MipRayMarcher2, composite_sample_sets, interval_weights
+from training.volumetric_rendering.ray_marcher import (MipRayMarcher2, composite_sample_sets, composite_sample_sets_host,
+                                                      interval_weights)
 
 PLANE_CONVENTIONS = ('eg3d', 'orthogonal')
 DRAW_NAMES = ('render.stratified_u', 'render.importance_u')
@@ -315,6 +316,9 @@ class ImportanceRenderer(torch.nn.Module):
                 colors.append(colors_fine)
                 densities.append(densities_fine)
                 depths.append(depths_fine)
+            host = composite_sample_sets_host(colors, densities, depths, options)
+            if host is not None:
+                return host
             rgb, depth, weights = composite_sample_sets(colors, densities, depths, options)
             return rgb, depth, weights.sum(2)
 
