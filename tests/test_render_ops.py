@@ -203,3 +203,25 @@ def test_host_composite_matches_ray_marcher(plugin, dtype, sizes, white_back):
     torch.testing.assert_close(weight.double(), ref_weights.sum(2), **tol)
     # In grad mode it steps aside (the renderer then takes composite_sample_sets).
     assert ray_marcher.composite_sample_sets_host(colors, densities, depths, opts) is None
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('det', [False, True])
+def test_host_importance_sampling_matches_reference(plugin, monkeypatch, dtype, det):
+    from training.volumetric_rendering import ray_marcher
+    from training.volumetric_rendering.renderer import ImportanceRenderer, renderer_draws
+    gen = torch.Generator().manual_seed(9)
+    n, m, s, k = 2, 200, 12, 9
+    z = (2 + (torch.arange(s) + torch.rand(n, m, s, generator=gen)) / s).to(dtype).unsqueeze(-1)
+    w = ray_marcher.interval_weights(torch.randn(n, m, s, 1, generator=gen, dtype=dtype) * 3, z)
+    w[0, :5] = 0                                                       # Rays without weight: a uniform pdf.
+    u = torch.rand(n * m, k, generator=gen, dtype=dtype)
+    out = []
+    for enabled in ('1', '0'):                                         # Host kernel, then torch's sample_pdf.
+        monkeypatch.setenv('EG3D_FUSED_OPS', enabled)
+        with renderer_draws(replay={'render.importance_u': [u]}) as draws:
+            out.append(ImportanceRenderer().sample_importance(z, w, k, det=det))
+        assert len(draws.recorded['render.importance_u']) == (0 if det else 1)
+    assert out[0].shape == (n, m, k, 1) and (out[0] >= z[:, :, :1]).all() and (out[0] <= z[:, :, -1:]).all()
+    tol = dict(atol=2e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-13)
+    torch.testing.assert_close(out[0], out[1], **tol)

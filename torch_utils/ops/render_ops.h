@@ -68,9 +68,22 @@ struct CompositeParams {
     int dtype;
 };
 
+// The renderer's importance sampling per ray (ImportanceRenderer.sample_importance and sample_pdf):
+// coarse weights max-pooled (2, stride 1, pad 1), average-pooled (2, stride 1), + 0.01; bins at the
+// coarse midpoints; the pdf from the smoothed weights 1 .. S-3 (+ 1e-5); inverse-CDF at the uniforms u.
+struct ImportanceParams {
+    const void* z;   // [rays, s] coarse depths.
+    const void* w;   // [rays, s - 1] coarse interval weights.
+    const void* u;   // [rays, k] uniforms.
+    void* out;       // [rays, k] fine depths.
+    int64_t rays, s, k;
+    int dtype;
+};
+
 const char* softplus_launch(SoftplusParams p, HostExec exec);
 const char* decoder_tail_launch(DecoderTailParams p, HostExec exec);
 const char* plane_gather_launch(PlaneGatherParams p, HostExec exec);
 const char* composite_launch(CompositeParams p, HostExec exec);
+const char* importance_launch(ImportanceParams p, HostExec exec);
 
 }  // namespace eg

@@ -116,3 +116,17 @@ class Plugin:
                               [t.data_ptr() for t in depths], samples, n * m, c, rgb.data_ptr(), depth.data_ptr(),
                               weight_sum.data_ptr(), int(white_back), DTYPES[rgb.dtype], _impl.host_exec()[0])
         return rgb, depth, weight_sum
+
+    def importance(self, z: torch.Tensor, weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Fine depths [R, K] by inverse-CDF sampling at uniforms u [R, K] from coarse depths z [R, S] and
+        interval weights [R, S - 1], smoothed as ImportanceRenderer.sample_importance does (4 <= S <= 1024)."""
+        z, weights, u = z.contiguous(), weights.contiguous(), u.contiguous()
+        self._check(z, weights, u)
+        rays, s = z.shape
+        if weights.shape != (rays, s - 1) or u.shape[0] != rays or u.ndim != 2 or not 4 <= s <= MAX_RAY_SAMPLES:
+            raise ValueError(f'render_ops.importance: z {list(z.shape)}, weights {list(weights.shape)}, u '
+                             f'{list(u.shape)} do not fit (4 <= S <= {MAX_RAY_SAMPLES})')
+        out = torch.empty_like(u)
+        self.module.importance(z.data_ptr(), weights.data_ptr(), u.data_ptr(), out.data_ptr(), rays, s, u.shape[1],
+                               DTYPES[z.dtype], _impl.host_exec()[0])
+        return out

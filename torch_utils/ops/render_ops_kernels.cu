@@ -23,6 +23,7 @@ const char* softplus_launch(SoftplusParams, HostExec) { return "host-only kernel
 const char* decoder_tail_launch(DecoderTailParams, HostExec) { return "host-only kernel"; }
 const char* plane_gather_launch(PlaneGatherParams, HostExec) { return "host-only kernel"; }
 const char* composite_launch(CompositeParams, HostExec) { return "host-only kernel"; }
+const char* importance_launch(ImportanceParams, HostExec) { return "host-only kernel"; }
 
 #else
 
@@ -252,6 +253,53 @@ struct CompositeKernel {
     }
 };
 
+template <class T>
+struct ImportanceKernel {
+    static void run(const ImportanceParams& p, const HostBlock& blk) {
+        constexpr int64_t kRays = 64;
+        const int64_t begin = int64_t(blk.idx_x()) * kRays, end = begin + kRays < p.rays ? begin + kRays : p.rays;
+        const int64_t s = p.s, nb = s - 3;  // nb pdf entries; bins 0 .. nb.
+        T cdf[kMaxRaySamples];
+        const T eps = T(1e-5);
+        for (int64_t r = begin; r < end; ++r) {
+            const T* z = static_cast<const T*>(p.z) + r * s;
+            const T* w = static_cast<const T*>(p.w) + r * (s - 1);
+            const T* u = static_cast<const T*>(p.u) + r * p.k;
+            T* out = static_cast<T*>(p.out) + r * p.k;
+            // Smoothed weight j (j = 1 .. s-3): (max(w[j-1], w[j]) + max(w[j], w[j+1])) / 2 + 0.01, + eps.
+            T total = T(0);
+            for (int64_t j = 1; j <= nb; ++j) {
+                const T a = w[j - 1] > w[j] ? w[j - 1] : w[j], b = w[j] > w[j + 1] ? w[j] : w[j + 1];
+                cdf[j] = ((a + b) / T(2) + T(0.01)) + eps;
+                total += cdf[j];
+            }
+            // cdf = [0, cumsum(pdf)], pdf = weight / total.
+            cdf[0] = T(0);
+            T run = T(0);
+            for (int64_t j = 1; j <= nb; ++j) {
+                run += cdf[j] / total;
+                cdf[j] = run;
+            }
+            for (int64_t q = 0; q < p.k; ++q) {
+                const T v = u[q];
+                // searchsorted(cdf, v, right=True): the first index with cdf > v (nb + 1 if none).
+                int64_t lo = 0, hi = nb + 1;
+                while (lo < hi) {
+                    const int64_t mid = (lo + hi) / 2;
+                    if (cdf[mid] > v) hi = mid;
+                    else lo = mid + 1;
+                }
+                const int64_t below = lo - 1 > 0 ? lo - 1 : 0, above = lo < nb ? lo : nb;
+                const T c0 = cdf[below], c1 = cdf[above];
+                const T b0 = (z[below] + z[below + 1]) * T(0.5), b1 = (z[above] + z[above + 1]) * T(0.5);
+                T denom = c1 - c0;
+                denom = denom < eps ? T(1) : denom;
+                out[q] = b0 + (v - c0) / denom * (b1 - b0);
+            }
+        }
+    }
+};
+
 template <class K, class P>
 const char* run_blocks(const P& p, int64_t blocks, const HostExec& exec) {
     if (blocks <= 0) return nullptr;
@@ -293,6 +341,14 @@ const char* composite_launch(CompositeParams p, HostExec exec) {
     const int64_t blocks = (p.rays + 63) / 64;
     if (p.dtype == kFloat32) return run_blocks<CompositeKernel<float>>(p, blocks, exec);
     if (p.dtype == kFloat64) return run_blocks<CompositeKernel<double>>(p, blocks, exec);
+    return "unsupported dtype";
+}
+
+const char* importance_launch(ImportanceParams p, HostExec exec) {
+    if (p.s < 4 || p.s > kMaxRaySamples) return "unsupported sample count";
+    const int64_t blocks = (p.rays + 63) / 64;
+    if (p.dtype == kFloat32) return run_blocks<ImportanceKernel<float>>(p, blocks, exec);
+    if (p.dtype == kFloat64) return run_blocks<ImportanceKernel<double>>(p, blocks, exec);
     return "unsupported dtype";
 }
 

@@ -97,6 +97,16 @@ static PyObject* py_composite(PyObject*, PyObject* args) {
     return eg_run("composite", [&] { return eg::composite_launch(p, exec); });
 }
 
+static PyObject* py_importance(PyObject*, PyObject* args) {
+    unsigned long long z, w, u, out;
+    long long rays, s, k;
+    int dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKKLLLii", &z, &w, &u, &out, &rays, &s, &k, &dtype, &num_threads)) return nullptr;
+    const eg::ImportanceParams p{eg_ptr(z), eg_ptr(w), eg_ptr(u), eg_ptr(out), rays, s, k, dtype};
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("importance", [&] { return eg::importance_launch(p, exec); });
+}
+
 static PyMethodDef methods[] = {
     {"softplus", py_softplus, METH_VARARGS,
      "softplus(x, dy, out, n, mode, dtype, num_threads): pointers as integers (0 for none)."},
@@ -109,6 +119,8 @@ static PyMethodDef methods[] = {
     {"composite", py_composite, METH_VARARGS,
      "composite(colors, densities, depths, samples (lists, one entry per set), rays, c, rgb, depth, weight_sum, "
      "white_back, dtype, num_threads)."},
+    {"importance", py_importance, METH_VARARGS,
+     "importance(z, w, u, out, rays, s, k, dtype, num_threads): pointers as integers."},
     {nullptr, nullptr, 0, nullptr}};
 
 EG_DEFINE_MODULE("Renderer host kernels.", methods)
