@@ -121,12 +121,16 @@ struct DecoderTailKernel {
     }
 };
 
-// One point: the planes' corners, weights as grid_sample forms them (distances to the opposite
-// corner, then divided by the number of planes), out-of-plane corners skipped.
+// A block of points in two phases: first each point's texel rows and weights (grid_sample's: distances
+// to the opposite corner, divided by the number of planes; out-of-plane corners dropped), prefetching
+// the rows, then the weighted sums. The rows of a large table come from DRAM at random, so issuing all
+// of a block's loads before using any of them hides most of their latency (2-3x for a 100 MB table).
 template <class T, int C>
 struct PlaneGatherKernel {
+    static constexpr int64_t kPoints = 32;
+    static constexpr int kCorners = 4 * kMaxPlanes;
+
     static void run(const PlaneGatherParams& p, const HostBlock& blk) {
-        constexpr int64_t kPoints = 256;
         const int64_t total = p.n * p.m, begin = int64_t(blk.idx_x()) * kPoints;
         const int64_t end = begin + kPoints < total ? begin + kPoints : total;
         const int64_t c = C > 0 ? C : p.c;
@@ -138,13 +142,14 @@ struct PlaneGatherKernel {
         for (int q = 0; q < kMaxPlanes; ++q)
             for (int k = 0; k < 3; ++k)
                 for (int j = 0; j < 2; ++j) axes[q][k][j] = T(p.axes[q][k][j]);
+        int64_t rows[kPoints][kCorners];
+        T weights[kPoints][kCorners];
+        int count[kPoints];
+        const int64_t row_bytes = c * int64_t(sizeof(T));
         for (int64_t i = begin; i < end; ++i) {
-            const int64_t n = i / p.m;
+            const int64_t n = i / p.m, b = i - begin;
             const T x = coords[3 * i] * scale, y = coords[3 * i + 1] * scale, z = coords[3 * i + 2] * scale;
-            T* o = out + i * c;
-            T acc[C > 0 ? C : 1];
-            T* a = C > 0 ? acc : o;
-            for (int64_t k = 0; k < c; ++k) a[k] = T(0);
+            int cnt = 0;
             for (int q = 0; q < p.planes; ++q) {
                 const T u = x * axes[q][0][0] + y * axes[q][1][0] + z * axes[q][2][0];
                 const T v = x * axes[q][0][1] + y * axes[q][1][1] + z * axes[q][2][1];
@@ -155,17 +160,33 @@ struct PlaneGatherKernel {
                 const bool in_x[2] = {x0 >= T(0) && x0 <= fw - T(1), x1 >= T(0) && x1 <= fw - T(1)};
                 const bool in_y[2] = {y0 >= T(0) && y0 <= fh - T(1), y1 >= T(0) && y1 <= fh - T(1)};
                 if (!(in_x[0] || in_x[1]) || !(in_y[0] || in_y[1])) continue;
-                const int64_t xi = int64_t(x0), yi = int64_t(y0);
-                const int64_t base = n * p.sn + q * p.sp + yi * p.sh + xi * p.sw;
+                const int64_t base = n * p.sn + q * p.sp + int64_t(y0) * p.sh + int64_t(x0) * p.sw;
                 for (int cy = 0; cy < 2; ++cy) {
                     for (int cx = 0; cx < 2; ++cx) {
                         if (!(in_x[cx] && in_y[cy])) continue;
-                        const T wgt = wx[cx] * wy[cy] * inv_planes;
-                        const T* row = table + (base + cy * p.sh + cx * p.sw) * c;
-#pragma omp simd
-                        for (int64_t k = 0; k < c; ++k) a[k] += wgt * row[k];
+                        const int64_t row = base + cy * p.sh + cx * p.sw;
+                        const char* addr = reinterpret_cast<const char*>(table + row * c);
+                        for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(addr + off);
+                        __builtin_prefetch(addr + row_bytes - 1);
+                        rows[b][cnt] = row;
+                        weights[b][cnt] = wx[cx] * wy[cy] * inv_planes;
+                        ++cnt;
                     }
                 }
+            }
+            count[b] = cnt;
+        }
+        for (int64_t i = begin; i < end; ++i) {
+            const int64_t b = i - begin;
+            T* o = out + i * c;
+            T acc[C > 0 ? C : 1];
+            T* a = C > 0 ? acc : o;
+            for (int64_t k = 0; k < c; ++k) a[k] = T(0);
+            for (int j = 0; j < count[b]; ++j) {
+                const T wgt = weights[b][j];
+                const T* row = table + rows[b][j] * c;
+#pragma omp simd
+                for (int64_t k = 0; k < c; ++k) a[k] += wgt * row[k];
             }
             if (C > 0)
                 for (int64_t k = 0; k < c; ++k) o[k] = a[k];
@@ -325,7 +346,7 @@ const char* decoder_tail_launch(DecoderTailParams p, HostExec exec) {
 
 const char* plane_gather_launch(PlaneGatherParams p, HostExec exec) {
     if (p.planes < 1 || p.planes > kMaxPlanes) return "unsupported number of planes";
-    const int64_t blocks = (p.n * p.m + 255) / 256;
+    const int64_t blocks = (p.n * p.m + 31) / 32;  // PlaneGatherKernel::kPoints.
     if (p.dtype == kFloat32) {
         if (p.c == 32) return run_blocks<PlaneGatherKernel<float, 32>>(p, blocks, exec);
         return run_blocks<PlaneGatherKernel<float, 0>>(p, blocks, exec);
