@@ -1,7 +1,8 @@
 """Time the tri-plane renderer (ImportanceRenderer with EG3D's OSGDecoder: plane look-ups, decoder MLP,
 importance sampling, compositing) and the super-resolution module, A/B between implementations in one run.
 
-    .venv/bin/python benchmarks/bench_renderer.py                         # small and ffhq512 configs, both impls
+    .venv/bin/python benchmarks/bench_renderer.py                         # small and ffhq512 configs, all impls
+    .venv/bin/python benchmarks/bench_renderer.py --impls gather,host --no-sr   # the host kernels' A/B
     .venv/bin/python benchmarks/bench_renderer.py --configs small --threads 1 --repeats 7
     .venv/bin/python benchmarks/bench_renderer.py --configs ffhq512_128 --profile
     .venv/bin/python benchmarks/bench_renderer.py --no-sr --mallopt 1      # glibc keeps freed memory (no page faults)
@@ -11,10 +12,12 @@ Configurations (the model benchmark's, docs/perf.md):
     ffhq512_64   batch 1, neural 64, 48 + 48 samples (ffhq512 Gmain's rendering); SR Hybrid8XDC 64 -> 512
     ffhq512_128  batch 1, neural 128, 48 + 48 samples (ffhq512 G forward's rendering); SR 8XDC 128 -> 512
 
-Rows: the renderer forward (no grad) and forward + backward into the planes, for each plane_sampling
-implementation ('grid_sample': upstream's look-ups then the decoder's mean; 'gather': the one-pass
-plane gather), timed interleaved (A, B, A, B, ...) so that a busy neighbour slows both alike; and the
-super-resolution forward and forward + backward. Prints medians of wall time and of process CPU time.
+Rows: the renderer forward (no grad) and forward + backward into the planes, for each implementation
+('grid_sample': upstream's look-ups then the decoder's mean; 'gather': the one-pass plane gather; both
+with torch's ops only, EG3D_FUSED_OPS=0 during their runs; 'host': the gather with the renderer's host
+kernels, torch_utils/ops/render_ops, as the CPU default), timed interleaved (A, B, A, B, ...) in one
+process so that a busy neighbour slows both alike; and the super-resolution forward and forward +
+backward. Prints medians of wall time and of process CPU time, and the ratio to the first impl.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ CONFIGS = {
     'ffhq512_128': dict(batch=1, res=128, samples=48, planes=256, channels=32, hidden=64,
                         sr='SuperresolutionHybrid8XDC', img=512),
 }
-IMPLS = ('grid_sample', 'gather')
+IMPLS = ('grid_sample', 'gather', 'host')
 
 
 def time_interleaved(fns: dict, repeats: int) -> dict:
@@ -75,14 +78,22 @@ def renderer_rows(name: str, cfg: dict, args) -> list:
 
     def make(impl, grad):
         options = dict(ray_start=2.25, ray_end=3.3, box_warp=1, depth_resolution=cfg['samples'],
-                       depth_resolution_importance=cfg['samples'], plane_sampling=impl)
+                       depth_resolution_importance=cfg['samples'], plane_sampling='gather' if impl == 'host' else impl)
 
         def run():
             torch.manual_seed(1)
-            with torch.set_grad_enabled(grad):
-                rgb, depth, _ = renderer(planes, decoder, origins, dirs, options)
-                if grad:
-                    torch.autograd.grad(rgb.square().mean() + depth.mean(), [planes] + list(decoder.parameters()))
+            old = os.environ.get('EG3D_FUSED_OPS')
+            os.environ['EG3D_FUSED_OPS'] = '1' if impl == 'host' else '0'
+            try:
+                with torch.set_grad_enabled(grad):
+                    rgb, depth, _ = renderer(planes, decoder, origins, dirs, options)
+                    if grad:
+                        torch.autograd.grad(rgb.square().mean() + depth.mean(), [planes] + list(decoder.parameters()))
+            finally:
+                if old is None:
+                    del os.environ['EG3D_FUSED_OPS']
+                else:
+                    os.environ['EG3D_FUSED_OPS'] = old
         return run
 
     rows = []
@@ -151,13 +162,15 @@ def main():
 
     print(f'\n{args.threads} threads, mallopt {args.mallopt}, torch {torch.__version__}, medians of {args.repeats} interleaved runs '
           f'after a warm-up\n')
-    print('| config | part | pass | impl | wall ms | CPU ms | x vs grid_sample (CPU) |')
-    print('|---|---|---|---|---:|---:|---:|')
-    base = {(r[0], r[1], r[2]): r[5] for r in rows if r[3] == 'grid_sample'}
+    first = args.impls[0]
+    print(f'| config | part | pass | impl | wall ms | CPU ms | x vs {first} (wall) | x vs {first} (CPU) |')
+    print('|---|---|---|---|---:|---:|---:|---:|')
+    base = {(r[0], r[1], r[2]): r[4:6] for r in rows if r[3] == first}
     for r in rows:
         ref = base.get((r[0], r[1], r[2]))
-        ratio = f'{ref / r[5]:.2f}' if ref and r[3] not in ('grid_sample', '-') else ''
-        print(f'| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4] * 1e3:.1f} | {r[5] * 1e3:.1f} | {ratio} |')
+        show = ref and r[3] not in (first, '-')
+        wall, cpu = (f'{ref[0] / r[4]:.2f}', f'{ref[1] / r[5]:.2f}') if show else ('', '')
+        print(f'| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4] * 1e3:.1f} | {r[5] * 1e3:.1f} | {wall} | {cpu} |')
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, persistence
+from torch_utils.ops import _impl
 from training import networks_stylegan3
 from training.networks_stylegan2 import FullyConnectedLayer, Generator as StyleGAN2Backbone
 from training.volumetric_rendering.ray_sampler import RaySampler
@@ -63,14 +64,86 @@ class OSGDecoder(torch.nn.Module):
         """As forward, from the mean over the planes [N, M, C] (the renderer's one-pass plane gather)."""
         _ = ray_directions  # No view dependence (EG3D Sec. 4.1).
         n, m, c = x.shape
-        x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
+        plugin = self._host_kernels(x)
+        # The fast path only under no_grad (not merely when nothing requires grad): the path, and so the
+        # output's last bits, then depends on the grad mode alone, not on which parameters are frozen.
+        if plugin is not None and not torch.is_grad_enabled():
+            return self._forward_chunked(plugin, x)
+        fc1, softplus, fc2 = self.net
+        h = fc1(x.reshape(n * m, c))
+        h = softplus(h) if plugin is None else _HostSoftplus.apply(h, plugin)
+        x = fc2(h).reshape(n, m, -1)
         rgb = torch.sigmoid(x[..., 1:])
         # Sigmoid with a little headroom (MipNeRF); in place when no graph needs the sigmoid's output.
         if torch.is_grad_enabled() and rgb.requires_grad:
-            rgb = rgb * (1 + 2 * 0.001) - 0.001
+            rgb = rgb * (1 + 2 * _HEADROOM) - _HEADROOM
         else:
-            rgb = rgb.mul_(1 + 2 * 0.001).sub_(0.001)
+            rgb = rgb.mul_(1 + 2 * _HEADROOM).sub_(_HEADROOM)
         return {'rgb': rgb, 'sigma': x[..., 0:1]}
+
+    def _host_kernels(self, x: torch.Tensor):
+        """The renderer's host kernels (torch_utils/ops/render_ops) for CPU float32 / float64 inputs of
+        the standard FC -> Softplus -> FC net, else None (torch's path: CUDA, other dtypes, EG3D_FUSED_OPS=0)."""
+        if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64) or not _impl.enabled():
+            return None
+        if len(self.net) != 3 or type(self.net[1]) is not torch.nn.Softplus \
+                or (self.net[1].beta, self.net[1].threshold) != (1.0, 20.0):
+            return None
+        return _impl.fused_plugin('render_ops', x.device)
+
+    def _forward_chunked(self, plugin, x: torch.Tensor) -> dict:
+        """The no_grad forward on the host in chunks of rows, so that the [rows, hidden] activations
+        stay in cache and are never allocated at full size: addmm, softplus in place, addmm into a
+        chunk buffer, then sigma and the colour sigmoid written out in one pass."""
+        n, m, c = x.shape
+        fc1, _, fc2 = self.net
+        w1, b1 = _fc_parameters(fc1, x.dtype)
+        w2, b2 = _fc_parameters(fc2, x.dtype)
+        rows, c_out = n * m, fc2.out_features - 1
+        x = x.reshape(rows, c)
+        sigma = x.new_empty([rows, 1])
+        rgb = x.new_empty([rows, c_out])
+        chunk = min(rows, _DECODER_CHUNK)
+        hidden = x.new_empty([chunk, fc1.out_features])
+        out = x.new_empty([chunk, fc2.out_features])
+        for s in range(0, rows, chunk):
+            e = min(rows, s + chunk)
+            h = torch.addmm(b1, x[s:e], w1, out=hidden[:e - s])
+            plugin.softplus(h, out=h)
+            o = torch.addmm(b2, h, w2, out=out[:e - s])
+            plugin.decoder_tail(o, sigma[s:e], rgb[s:e], 1 + 2 * _HEADROOM, -_HEADROOM)
+        return {'rgb': rgb.view(n, m, c_out), 'sigma': sigma.view(n, m, 1)}
+
+
+_HEADROOM = 0.001       # The colour sigmoid's headroom: sigmoid(x) * (1 + 2 h) - h.
+_DECODER_CHUNK = 16384  # Rows per chunk of the decoder's host forward (its [rows, 64] hidden: 4 MiB).
+
+
+def _fc_parameters(fc: FullyConnectedLayer, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight^T [in, out], bias [1, out]) with their gains, as FullyConnectedLayer.forward applies them."""
+    w = fc.weight.to(dtype) * fc.weight_gain
+    b = fc.bias.to(dtype)
+    if fc.bias_gain != 1:
+        b = b * fc.bias_gain
+    return w.t(), b.unsqueeze(0)
+
+
+class _HostSoftplus(torch.autograd.Function):
+    """torch.nn.Softplus() by the host kernel; its gradient dy * sigmoid(x) too, or by torch's ops when
+    a graph of the gradient is being built (double backward)."""
+
+    @staticmethod
+    def forward(ctx, x, plugin):
+        ctx.save_for_backward(x)
+        ctx.plugin = plugin
+        return plugin.softplus(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return dy * torch.sigmoid(x), None
+        return ctx.plugin.softplus_grad(dy, x), None
 
 # ----------------------------------------------------------------------------
 

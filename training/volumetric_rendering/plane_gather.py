@@ -54,6 +54,20 @@ def use_gather(plane_features: torch.Tensor, impl: str | None = None) -> bool:
     return supported and plane_features.device.type == 'cpu' and _impl.enabled()
 
 
+def _host_kernels(table: torch.Tensor, coordinates: torch.Tensor, n_planes: int):
+    """The fused host gather (torch_utils/ops/render_ops: corners, weights and the weighted sum of rows per
+    point in one pass, no [points, 4 P] index and weight tensors) under no_grad for CPU float32 / float64
+    tensors; else None (the embedding_bag path: grad mode, CUDA, EG3D_FUSED_OPS=0). The grad mode alone
+    decides, so that frozen and trainable planes give the same bits in grad mode."""
+    from torch_utils.ops import _impl, render_ops_fused
+    if torch.is_grad_enabled():
+        return None
+    if not render_ops_fused.supports(table, coordinates) or n_planes > render_ops_fused.MAX_PLANES \
+            or not _impl.enabled():
+        return None
+    return _impl.fused_plugin('render_ops', table.device)
+
+
 def _transpose_planes(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """dst[i] = src[i].t() for 3-D src [B, X, Y] (any strides) and contiguous dst [B, Y, X], one 2-D
     copy per plane: torch's blocked 2-D transpose copy, about 2x a strided copy of the whole tensor."""
@@ -193,8 +207,12 @@ def sample_plane_mean(plane_axes: torch.Tensor, plane_features: torch.Tensor, co
                          f'(expected [N, P, C, H, W] and [N, M, 3])')
     m = coordinates.shape[1]
     coordinates = coordinates.to(plane_features.dtype)
+    table, strides = feature_table(plane_features) if table is None else table
+    plugin = _host_kernels(table, coordinates, n_planes)
+    if plugin is not None:
+        inv_axes = torch.linalg.inv(plane_axes.to(coordinates.dtype))[:, :, :2]
+        return plugin.plane_gather(table, strides, inv_axes, coordinates, (h, w), 1.0 if box_warp is None else 2 / box_warp)
     if box_warp is not None:
         coordinates = (2 / box_warp) * coordinates
-    table, strides = feature_table(plane_features) if table is None else table
     rows, weights = _corners(plane_axes.to(coordinates.device), coordinates, (h, w), strides, table.shape[0])
     return _WeightedGather.apply(table, rows, weights).view(n, m, c)

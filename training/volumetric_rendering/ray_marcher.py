@@ -106,3 +106,30 @@ def composite_sample_sets(colors: Sequence[torch.Tensor], densities: Sequence[to
     if rendering_options.get('white_back', False):
         composite_rgb = composite_rgb + 1 - weights.sum(dim=2)
     return composite_rgb * 2 - 1, composite_depth(weights, all_depths), weights
+
+
+def composite_sample_sets_host(colors: Sequence[torch.Tensor], densities: Sequence[torch.Tensor],
+                               depths: Sequence[torch.Tensor], rendering_options: dict):
+    """composite_sample_sets for the renderer's no_grad forward on the host: (features [N, M, C],
+    depth [N, M, 1], total weight [N, M, 1]) from one fused pass per ray (torch_utils/ops/render_ops:
+    merge the sets by depth, interval weights, colours, depth), or None where it cannot serve (grad
+    mode, CUDA, other dtypes, more than 4 sets or 1024 samples per ray, EG3D_FUSED_OPS=0)."""
+    from torch_utils.ops import _impl, render_ops_fused
+    tensors = [*colors, *densities, *depths]
+    if torch.is_grad_enabled() or not render_ops_fused.supports(*tensors) or not _impl.enabled() \
+            or rendering_options.get('clamp_mode', 'softplus') != 'softplus' \
+            or len(depths) > render_ops_fused.MAX_SETS or sum(d.shape[2] for d in depths) > render_ops_fused.MAX_RAY_SAMPLES:
+        return None
+    plugin = _impl.fused_plugin('render_ops', colors[0].device)
+    if plugin is None:
+        return None
+    for c, s, d in zip(colors, densities, depths):
+        _check(c, s, d, 'composite_sample_sets')
+    if sum(d.shape[2] for d in depths) < 2:
+        raise ValueError(f'composite_sample_sets: need at least 2 samples per ray, got {sum(d.shape[2] for d in depths)}')
+    rgb, depth, weight_sum = plugin.composite(list(colors), list(densities), list(depths),
+                                              bool(rendering_options.get('white_back', False)))
+    # As composite_depth: 0 / 0 to the far limit, then the batch's depth range (upstream).
+    lo = torch.stack([d.min() for d in depths]).min()
+    hi = torch.stack([d.max() for d in depths]).max()
+    return rgb, torch.clamp(torch.nan_to_num(depth, float('inf')), lo, hi), weight_sum

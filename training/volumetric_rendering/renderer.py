@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training.volumetric_rendering import math_utils, plane_gather
-from training.volumetric_rendering.ray_marcher import MipRayMarcher2, composite_sample_sets, interval_weights
+from training.volumetric_rendering.ray_marcher import (MipRayMarcher2, composite_sample_sets, composite_sample_sets_host,
+                                                      interval_weights)
 
 PLANE_CONVENTIONS = ('eg3d', 'orthogonal')
 DRAW_NAMES = ('render.stratified_u', 'render.importance_u')
@@ -241,6 +242,13 @@ def ray_bounds(ray_origins: torch.Tensor, ray_directions: torch.Tensor, renderin
         end = torch.zeros_like(end)
     return start, end
 
+def _host_kernels(*tensors: torch.Tensor):
+    """The renderer's host kernels (torch_utils/ops/render_ops) for CPU float32 / float64 tensors, else None."""
+    from torch_utils.ops import _impl, render_ops_fused
+    if not render_ops_fused.supports(*tensors) or not _impl.enabled():
+        return None
+    return _impl.fused_plugin('render_ops', tensors[0].device)
+
 # ----------------------------------------------------------------------------
 
 
@@ -315,6 +323,9 @@ class ImportanceRenderer(torch.nn.Module):
                 colors.append(colors_fine)
                 densities.append(densities_fine)
                 depths.append(depths_fine)
+            host = composite_sample_sets_host(colors, densities, depths, options)
+            if host is not None:
+                return host
             rgb, depth, weights = composite_sample_sets(colors, densities, depths, options)
             return rgb, depth, weights.sum(2)
 
@@ -398,6 +409,15 @@ class ImportanceRenderer(torch.nn.Module):
         stride 1) over the weights, plus 0.01; bins at the coarse midpoints; pdf = smoothed[1:-1]."""
         n, m, s, _ = z_vals.shape
         z_vals = z_vals.reshape(n * m, s)
+        plugin = _host_kernels(z_vals, weights)
+        if plugin is not None and 4 <= s <= 1024:
+            # One pass per ray on the host (torch_utils/ops/render_ops), from the same uniforms.
+            if det:
+                u = (torch.arange(N_importance, dtype=z_vals.dtype) + 0.5) / N_importance
+                u = u.expand(n * m, N_importance)
+            else:
+                u = _uniform('render.importance_u', [n * m, N_importance], z_vals)
+            return plugin.importance(z_vals, weights.reshape(n * m, s - 1), u).reshape(n, m, N_importance, 1)
         weights = weights.reshape(n * m, 1, s - 1)
         weights = F.max_pool1d(weights, 2, 1, padding=1)
         # squeeze(1), not upstream's squeeze(): a single ray would otherwise lose its batch dim.

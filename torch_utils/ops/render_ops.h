@@ -1,0 +1,89 @@
+// Renderer host kernels (render_ops_kernels.cu): the parameters shared by the kernels and the Python
+// binding (render_ops_plugin.cpp). Host-only: the renderer keeps torch's fused CUDA kernels on the GPU.
+#pragma once
+
+#include <cstdint>
+
+#include "portable.h"
+
+namespace eg {
+
+enum SoftplusMode : int {
+    kSoftplusForward = 0,  // out = softplus(x) (beta 1, threshold 20, as torch.nn.Softplus); out may be x.
+    kSoftplusGrad = 1,     // out = dy * sigmoid(x); out may be dy.
+};
+
+struct SoftplusParams {
+    const void* x;    // [n] input.
+    const void* dy;   // [n] incoming gradient (kSoftplusGrad), or null.
+    void* out;        // [n] result.
+    int64_t n;
+    int mode;         // SoftplusMode.
+    int dtype;        // eg::DType (float32 or float64).
+};
+
+// The OSGDecoder's output split: sigma[r] = src[r, 0], rgb[r, k] = sigmoid(src[r, 1 + k]) * scale + shift.
+struct DecoderTailParams {
+    const void* src;     // [rows, 1 + c], row stride src_stride.
+    void* sigma;         // [rows], stride sigma_stride.
+    void* rgb;           // [rows, c], row stride rgb_stride.
+    int64_t rows, c, src_stride, sigma_stride, rgb_stride;
+    double scale, shift;
+    int dtype;
+};
+
+constexpr int kMaxPlanes = 4;
+
+// out[i] = sum over planes p and the 4 bilinear corners of the weighted table rows (weights / planes),
+// the mean of grid_sample(bilinear, zeros, align_corners=False) over the planes.
+struct PlaneGatherParams {
+    const void* table;   // [rows, c]: feature rows (row = n * sn + p * sp + y * sh + x * sw).
+    const void* coords;  // [n, m, 3] points (contiguous), multiplied by `scale` before projection.
+    void* out;           // [n, m, c].
+    double axes[kMaxPlanes][3][2];  // Projection per plane: (u, v) = point @ axes[p].
+    double scale;        // 2 / box_warp (1 for none).
+    int64_t n, m, c, h, w, planes;
+    int64_t sn, sp, sh, sw;
+    int dtype;
+};
+
+constexpr int kMaxSets = 4;          // Sample sets per ray (coarse, fine, ...).
+constexpr int kMaxRaySamples = 1024; // Samples per ray over all sets.
+
+// MipRayMarcher2 over the depth-sorted union of sample sets, one ray per iteration: interval weights
+// w_i = alpha_i prod_{j<i} (1 - alpha_j + 1e-10), alpha_i = 1 - exp(-softplus((s_i + s_{i+1}) / 2 - 1)
+// (d_{i+1} - d_i)); rgb = 2 (sum_i w_i (c_i + c_{i+1}) / 2 [+ 1 - sum w]) - 1; depth = sum_i w_i
+// (d_i + d_{i+1}) / 2 / sum w (NaN, i.e. 0 / 0, becomes +inf; the caller clamps).
+struct CompositeParams {
+    const void* colors[kMaxSets];     // [rays, samples[k], c] each.
+    const void* densities[kMaxSets];  // [rays, samples[k]] raw densities.
+    const void* depths[kMaxSets];     // [rays, samples[k]].
+    int64_t samples[kMaxSets];
+    int sets;
+    int64_t rays, c;
+    void* rgb;         // [rays, c].
+    void* depth;       // [rays].
+    void* weight_sum;  // [rays].
+    int white_back;
+    int dtype;
+};
+
+// The renderer's importance sampling per ray (ImportanceRenderer.sample_importance and sample_pdf):
+// coarse weights max-pooled (2, stride 1, pad 1), average-pooled (2, stride 1), + 0.01; bins at the
+// coarse midpoints; the pdf from the smoothed weights 1 .. S-3 (+ 1e-5); inverse-CDF at the uniforms u.
+struct ImportanceParams {
+    const void* z;   // [rays, s] coarse depths.
+    const void* w;   // [rays, s - 1] coarse interval weights.
+    const void* u;   // [rays, k] uniforms.
+    void* out;       // [rays, k] fine depths.
+    int64_t rays, s, k;
+    int dtype;
+};
+
+const char* softplus_launch(SoftplusParams p, HostExec exec);
+const char* decoder_tail_launch(DecoderTailParams p, HostExec exec);
+const char* plane_gather_launch(PlaneGatherParams p, HostExec exec);
+const char* composite_launch(CompositeParams p, HostExec exec);
+const char* importance_launch(ImportanceParams p, HostExec exec);
+
+}  // namespace eg

@@ -1,0 +1,132 @@
+"""The renderer's host kernels (render_ops_kernels.cu) for CPU float32 / float64 tensors: softplus
+(forward in place or not, and its gradient), the OSGDecoder's output split, and the one-pass tri-plane
+gather. Callers check the device and dtype (supports()) and keep torch's path elsewhere; the
+differentiable wrappers live with their users (training/triplane.py, volumetric_rendering/plane_gather.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _impl
+
+DTYPES = {torch.float32: 0, torch.float64: 1}
+SOFTPLUS_FORWARD, SOFTPLUS_GRAD = 0, 1
+MAX_PLANES, MAX_SETS, MAX_RAY_SAMPLES = 4, 4, 1024  # As render_ops.h.
+
+
+def supports(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can take these tensors: all on the CPU, one float32 / float64 dtype."""
+    dtype = tensors[0].dtype
+    return dtype in DTYPES and all(t.device.type == 'cpu' and t.dtype == dtype for t in tensors)
+
+
+class Plugin:
+    """The renderer kernels of the host (what _impl.fused_plugin('render_ops', 'cpu') returns)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    @staticmethod
+    def _check(*tensors: torch.Tensor) -> None:
+        if not supports(*tensors):
+            raise ValueError(f'render_ops: needs CPU tensors of one dtype, float32 or float64; got '
+                             f'{[(t.device.type, t.dtype) for t in tensors]}')
+
+    def softplus(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """softplus(x) as torch.nn.Softplus() (beta 1, threshold 20) into `out` (may be x; default new)."""
+        x = x.contiguous()
+        out = torch.empty_like(x) if out is None else out
+        self._check(x, out)
+        if not out.is_contiguous() or out.shape != x.shape:
+            raise ValueError('render_ops.softplus: out must be contiguous and shaped as x')
+        self.module.softplus(x.data_ptr(), 0, out.data_ptr(), x.numel(), SOFTPLUS_FORWARD, DTYPES[x.dtype],
+                             _impl.host_exec()[0])
+        return out
+
+    def softplus_grad(self, dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """dy * sigmoid(x), the gradient of softplus at x."""
+        dy, x = dy.contiguous(), x.contiguous()
+        self._check(dy, x)
+        if dy.shape != x.shape:
+            raise ValueError(f'render_ops.softplus_grad: dy {list(dy.shape)} and x {list(x.shape)} differ')
+        out = torch.empty_like(x)
+        self.module.softplus(x.data_ptr(), dy.data_ptr(), out.data_ptr(), x.numel(), SOFTPLUS_GRAD,
+                             DTYPES[x.dtype], _impl.host_exec()[0])
+        return out
+
+    def decoder_tail(self, src: torch.Tensor, sigma: torch.Tensor, rgb: torch.Tensor, scale: float,
+                     shift: float) -> None:
+        """sigma[r] = src[r, 0]; rgb[r] = sigmoid(src[r, 1:]) * scale + shift, for 2-D src [R, 1 + C]
+        (unit column stride), sigma [R, 1] and rgb [R, C] (unit column stride)."""
+        self._check(src, sigma, rgb)
+        rows, c = rgb.shape
+        if src.shape != (rows, c + 1) or sigma.shape != (rows, 1) or src.stride(1) != 1 or rgb.stride(1) != 1:
+            raise ValueError(f'render_ops.decoder_tail: src {list(src.shape)}, sigma {list(sigma.shape)}, rgb '
+                             f'{list(rgb.shape)} do not fit (unit column strides)')
+        self.module.decoder_tail(src.data_ptr(), sigma.data_ptr(), rgb.data_ptr(), rows, c, src.stride(0),
+                                 sigma.stride(0), rgb.stride(0), scale, shift, DTYPES[src.dtype], _impl.host_exec()[0])
+
+    def plane_gather(self, table: torch.Tensor, strides: list[int], axes: torch.Tensor, coordinates: torch.Tensor,
+                     size_hw: tuple[int, int], scale: float) -> torch.Tensor:
+        """Mean over the planes of the bilinear samples (zero padding, align_corners=False): table rows
+        [R, C] (row of texel (n, p, y, x) = n sn + p sp + y sh + x sw), projections axes [P, 3, 2],
+        points [N, M, 3] (times `scale`) -> [N, M, C]."""
+        coordinates = coordinates.contiguous()
+        self._check(table, coordinates)
+        n, m, _ = coordinates.shape
+        rows, c = table.shape
+        n_planes = axes.shape[0]
+        if table.stride() != (c, 1) or axes.shape[1:] != (3, 2) or not 1 <= n_planes <= MAX_PLANES:
+            raise ValueError(f'render_ops.plane_gather: table {list(table.shape)} (strides {table.stride()}) must '
+                             f'be dense rows, axes [P <= {MAX_PLANES}, 3, 2], got {list(axes.shape)}')
+        h, w = size_hw
+        sn, sp, sh, sw = strides
+        last = (n - 1) * sn + (n_planes - 1) * sp + (h - 1) * sh + (w - 1) * sw
+        if min(strides) < 0 or last >= rows:
+            raise ValueError(f'render_ops.plane_gather: strides {strides} reach beyond the table ({rows} rows)')
+        out = coordinates.new_empty([n, m, c])
+        self.module.plane_gather(table.data_ptr(), coordinates.data_ptr(), out.data_ptr(),
+                                 axes.detach().double().reshape(-1).tolist(), float(scale), n, m, c, h, w, n_planes,
+                                 sn, sp, sh, sw, DTYPES[table.dtype], _impl.host_exec()[0])
+        return out
+
+    def composite(self, colors: list[torch.Tensor], densities: list[torch.Tensor], depths: list[torch.Tensor],
+                  white_back: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MipRayMarcher2 over the depth-sorted union of sample sets (colors [N, M, S_k, C], raw densities
+        and depths [N, M, S_k, 1]) -> (features [N, M, C] (2 x - 1 applied), depth [N, M, 1] before the
+        clamp to the batch's depth range (+inf where no weight), total weight [N, M, 1])."""
+        n, m, _, c = colors[0].shape
+        samples = [d.shape[2] for d in depths]
+        colors = [t.contiguous() for t in colors]
+        densities = [t.contiguous() for t in densities]
+        depths = [t.contiguous() for t in depths]
+        self._check(*colors, *densities, *depths)
+        if not 1 <= len(samples) <= MAX_SETS or not 2 <= sum(samples) <= MAX_RAY_SAMPLES:
+            raise ValueError(f'render_ops.composite: {len(samples)} sets of {samples} samples (at most '
+                             f'{MAX_SETS} sets, 2 to {MAX_RAY_SAMPLES} samples per ray)')
+        for col, den, dep, s in zip(colors, densities, depths, samples):
+            if col.shape != (n, m, s, c) or den.shape != (n, m, s, 1) or dep.shape != (n, m, s, 1):
+                raise ValueError(f'render_ops.composite: colors {list(col.shape)}, densities {list(den.shape)} '
+                                 f'and depths {list(dep.shape)} do not fit')
+        rgb = colors[0].new_empty([n, m, c])
+        depth = colors[0].new_empty([n, m, 1])
+        weight_sum = colors[0].new_empty([n, m, 1])
+        self.module.composite([t.data_ptr() for t in colors], [t.data_ptr() for t in densities],
+                              [t.data_ptr() for t in depths], samples, n * m, c, rgb.data_ptr(), depth.data_ptr(),
+                              weight_sum.data_ptr(), int(white_back), DTYPES[rgb.dtype], _impl.host_exec()[0])
+        return rgb, depth, weight_sum
+
+    def importance(self, z: torch.Tensor, weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Fine depths [R, K] by inverse-CDF sampling at uniforms u [R, K] from coarse depths z [R, S] and
+        interval weights [R, S - 1], smoothed as ImportanceRenderer.sample_importance does (4 <= S <= 1024)."""
+        z, weights, u = z.contiguous(), weights.contiguous(), u.contiguous()
+        self._check(z, weights, u)
+        rays, s = z.shape
+        if weights.shape != (rays, s - 1) or u.shape[0] != rays or u.ndim != 2 or not 4 <= s <= MAX_RAY_SAMPLES:
+            raise ValueError(f'render_ops.importance: z {list(z.shape)}, weights {list(weights.shape)}, u '
+                             f'{list(u.shape)} do not fit (4 <= S <= {MAX_RAY_SAMPLES})')
+        out = torch.empty_like(u)
+        self.module.importance(z.data_ptr(), weights.data_ptr(), u.data_ptr(), out.data_ptr(), rays, s, u.shape[1],
+                               DTYPES[z.dtype], _impl.host_exec()[0])
+        return out
