@@ -3,6 +3,7 @@ importance sampling, compositing) and the super-resolution module, A/B between i
 
     .venv/bin/python benchmarks/bench_renderer.py                         # small and ffhq512 configs, all impls
     .venv/bin/python benchmarks/bench_renderer.py --impls gather,host --no-sr   # the host kernels' A/B
+    .venv/bin/python benchmarks/bench_renderer.py --generator ffhq512_forward,small_forward   # in the whole G
     .venv/bin/python benchmarks/bench_renderer.py --configs small --threads 1 --repeats 7
     .venv/bin/python benchmarks/bench_renderer.py --configs ffhq512_128 --profile
     .venv/bin/python benchmarks/bench_renderer.py --no-sr --mallopt 1      # glibc keeps freed memory (no page faults)
@@ -18,6 +19,10 @@ with torch's ops only, EG3D_FUSED_OPS=0 during their runs; 'host': the gather wi
 kernels, torch_utils/ops/render_ops, as the CPU default), timed interleaved (A, B, A, B, ...) in one
 process so that a busy neighbour slows both alike; and the super-resolution forward and forward +
 backward. Prints medians of wall time and of process CPU time, and the ratio to the first impl.
+
+--generator ROWS: instead, the whole generator forward of bench_models.py's rows (their networks and
+cameras), without (A: torch's paths) and with (B) the render_ops host kernels, interleaved in one
+process, with the largest output difference between the two.
 """
 
 from __future__ import annotations
@@ -131,6 +136,49 @@ def sr_rows(name: str, cfg: dict, args) -> list:
     return [(name, f'SR {cfg["sr"][len("Superresolution"):]}', k, '-', *v) for k, v in res.items()]
 
 
+def generator_rows(args) -> None:
+    """The render_ops A/B in the whole generator forward (no grad) of bench_models rows."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_models
+    from torch_utils.ops import _impl
+    bench_models._allocator()
+    real = _impl.fused_plugin
+    print('| row | A: torch paths, wall / CPU | B: render_ops, wall / CPU | A / B (wall) | A / B (CPU) | max abs diff |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for name in args.generator.split(','):
+        config, _, batch, res, _ = bench_models.ROWS[name]
+        opts = bench_models.training_options_for(config, batch)
+        torch.manual_seed(0)
+        G = _generator(opts, config, bench_models)
+        z, c = torch.randn(batch, G.z_dim), bench_models.cameras(batch)
+        outs = {}
+
+        def make(on):
+            def run():
+                _impl.fused_plugin = real if on else (lambda op, dev: None if op == 'render_ops' else real(op, dev))
+                try:
+                    torch.manual_seed(1)
+                    with torch.no_grad():
+                        outs[on] = G(z, c, neural_rendering_resolution=res, noise_mode='const')
+                finally:
+                    _impl.fused_plugin = real
+            return run
+        r = time_interleaved({'A': make(False), 'B': make(True)}, args.repeats)
+        diff = max((outs[False][k] - outs[True][k]).abs().max().item() for k in outs[True])
+        (wa, ca), (wb, cb) = r['A'], r['B']
+        print(f'| {name} | {wa:.3f} / {ca:.3f} s | {wb:.3f} / {cb:.3f} s | {wa / wb:.3f} | {ca / cb:.3f} | {diff:.1e} |',
+              flush=True)
+    print(f'\n{args.threads} threads, torch {torch.__version__}, medians of {args.repeats} interleaved runs after a '
+          f'warm-up, load average {os.getloadavg()[0]:.2f}')
+
+
+def _generator(opts, config, bench_models) -> torch.nn.Module:
+    """A bench_models generator in eval mode without gradients."""
+    common = dict(c_dim=25, img_resolution=bench_models.CONFIGS[config]['resolution'], img_channels=3)
+    G = bench_models.dnnlib.util.construct_class_by_name(**opts.G_kwargs, **common)
+    return G.eval().requires_grad_(False)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--configs', default='small,ffhq512_64,ffhq512_128', help=f'comma list of {list(CONFIGS)}')
@@ -141,6 +189,8 @@ def main():
     parser.add_argument('--mallopt', type=int, default=0, help='1: keep freed memory in the process (glibc '
                         'M_MMAP_THRESHOLD / M_TRIM_THRESHOLD), so big tensors skip first-touch page faults')
     parser.add_argument('--profile', action='store_true', help='print the top operators of one run per impl')
+    parser.add_argument('--generator', default='', help='bench_models rows: the render_ops A/B in the whole G '
+                        'forward instead (e.g. ffhq512_forward,small_forward)')
     args = parser.parse_args()
     args.impls = [i for i in args.impls.split(',') if i]
     if args.mallopt:
@@ -149,6 +199,9 @@ def main():
         libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap.
         libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap.
     torch.set_num_threads(args.threads)
+    if args.generator:
+        generator_rows(args)
+        return
 
     rows = []
     for name in args.configs.split(','):

@@ -157,13 +157,41 @@ def test_fused_gather_non_finite_points_and_grad_mode(plugin, monkeypatch):
         ref = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.6)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
     monkeypatch.setenv('EG3D_FUSED_OPS', '1')
-    # In grad mode (even with nothing requiring grad) the gather keeps the differentiable path.
+    # Points that need a gradient keep the differentiable path; a table that needs one does not.
     table = plane_gather.feature_table(planes)[0]
-    assert plane_gather._host_kernels(table, points, 3) is None
+    assert plane_gather._host_kernels(table, points.requires_grad_(True), 3) is None
     with torch.no_grad():
         assert plane_gather._host_kernels(table, points, 3) is plugin
         assert plane_gather._host_kernels(table.double(), points, 3) is None   # Mixed dtypes.
+    assert plane_gather._host_kernels(table.requires_grad_(True), points.detach(), 3) is plugin
 
+
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
+def test_fused_gather_backward_into_planes(plugin, monkeypatch, layout):
+    # The host gather with a graph: the planes' gradient (through the rows and weights the kernel wrote)
+    # against grid_sample's, in float64, and a gradcheck; the forward's bits do not depend on requires_grad.
+    gen = torch.Generator().manual_seed(10)
+    axes = generate_planes()
+    planes0 = torch.randn(2, 3, 4, 6, 8, generator=gen, dtype=torch.float64)
+    if layout == 'channels_last':
+        planes0 = planes0.reshape(2, 12, 6, 8).contiguous(memory_format=torch.channels_last).view(2, 3, 4, 6, 8)
+    points = _gather_points(gen, 2, 300, torch.float64)
+    planes = planes0.clone().requires_grad_(True)
+    out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.0)
+    assert out.grad_fn is not None and type(out.grad_fn).__name__.startswith('_HostGather')
+    ref_planes = planes0.clone().requires_grad_(True)
+    ref = sample_from_planes(axes, ref_planes, points, box_warp=1.0).mean(1)
+    torch.testing.assert_close(out, ref, atol=1e-13, rtol=1e-13)
+    grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    g, = torch.autograd.grad(out, planes, grad)
+    g_ref, = torch.autograd.grad(ref, ref_planes, grad)
+    assert g_ref.abs().max() > 0.1
+    torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(plane_gather.sample_plane_mean(axes, planes0, points, box_warp=1.0), out)
+    small = planes0[:1, :, :2, :4, :5].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: plane_gather.sample_plane_mean(axes, p, points[:1, :40], box_warp=1.0),
+                                    (small,), eps=1e-6, atol=1e-7)
 
 def _sample_sets(gen, dtype, n=2, m=300, s=(10, 7), c=5):
     """Coarse depths sorted (stratified with jitter), fine depths random, both in [2, 3] without ties."""

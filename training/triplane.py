@@ -40,6 +40,8 @@ class OSGDecoder(torch.nn.Module):
     sigmoid(.) * 1.002 - 0.001 (all of them, not only RGB). Ray directions are ignored.
 
     Not persistent, as upstream (the generator rebuilds it); upstream's attribute names (net, hidden_dim).
+    On the CPU the softplus is a host kernel (torch_utils/ops/render_ops), and under no_grad the whole
+    MLP runs in chunks of rows that stay in cache.
     """
 
     def __init__(self,

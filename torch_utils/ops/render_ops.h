@@ -40,6 +40,9 @@ struct PlaneGatherParams {
     const void* table;   // [rows, c]: feature rows (row = n * sn + p * sp + y * sh + x * sw).
     const void* coords;  // [n, m, 3] points (contiguous), multiplied by `scale` before projection.
     void* out;           // [n, m, c].
+    void* rows_out;      // [n * m, 4 planes] texel rows (int32 or int64; 0 for dropped corners), or null.
+    void* weights_out;   // [n * m, 4 planes] their weights (/ planes; 0 for dropped corners), or null.
+    int rows_int64;      // rows_out holds int64 (else int32).
     double axes[kMaxPlanes][3][2];  // Projection per plane: (u, v) = point @ axes[p].
     double scale;        // 2 / box_warp (1 for none).
     int64_t n, m, c, h, w, planes;

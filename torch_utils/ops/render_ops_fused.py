@@ -68,10 +68,12 @@ class Plugin:
                                  sigma.stride(0), rgb.stride(0), scale, shift, DTYPES[src.dtype], _impl.host_exec()[0])
 
     def plane_gather(self, table: torch.Tensor, strides: list[int], axes: torch.Tensor, coordinates: torch.Tensor,
-                     size_hw: tuple[int, int], scale: float) -> torch.Tensor:
+                     size_hw: tuple[int, int], scale: float, corners: bool = False):
         """Mean over the planes of the bilinear samples (zero padding, align_corners=False): table rows
         [R, C] (row of texel (n, p, y, x) = n sn + p sp + y sh + x sw), projections axes [P, 3, 2],
-        points [N, M, 3] (times `scale`) -> [N, M, C]."""
+        points [N, M, 3] (times `scale`) -> [N, M, C]. corners: also the texel rows (int32 when the table
+        has fewer than 2^31 rows) and weights [N * M, 4 P] read, as plane_gather._corners gives them
+        (0 and 0 for corners outside the plane): returns (out, rows, weights)."""
         coordinates = coordinates.contiguous()
         self._check(table, coordinates)
         n, m, _ = coordinates.shape
@@ -86,10 +88,16 @@ class Plugin:
         if min(strides) < 0 or last >= rows:
             raise ValueError(f'render_ops.plane_gather: strides {strides} reach beyond the table ({rows} rows)')
         out = coordinates.new_empty([n, m, c])
-        self.module.plane_gather(table.data_ptr(), coordinates.data_ptr(), out.data_ptr(),
+        rows_out = weights_out = None
+        if corners:
+            rows_out = torch.empty([n * m, 4 * n_planes], dtype=torch.int32 if rows < 2 ** 31 else torch.int64)
+            weights_out = coordinates.new_empty([n * m, 4 * n_planes])
+        ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+        self.module.plane_gather(table.data_ptr(), coordinates.data_ptr(), out.data_ptr(), ptr(rows_out),
+                                 ptr(weights_out), int(rows_out is not None and rows_out.dtype == torch.int64),
                                  axes.detach().double().reshape(-1).tolist(), float(scale), n, m, c, h, w, n_planes,
                                  sn, sp, sh, sw, DTYPES[table.dtype], _impl.host_exec()[0])
-        return out
+        return (out, rows_out, weights_out) if corners else out
 
     def composite(self, colors: list[torch.Tensor], densities: list[torch.Tensor], depths: list[torch.Tensor],
                   white_back: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

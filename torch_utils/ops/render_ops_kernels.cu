@@ -150,6 +150,17 @@ struct PlaneGatherKernel {
             const int64_t n = i / p.m, b = i - begin;
             const T x = coords[3 * i] * scale, y = coords[3 * i + 1] * scale, z = coords[3 * i + 2] * scale;
             int cnt = 0;
+            // The backward's sparse form of the gather (as plane_gather._corners gives it), if asked for:
+            // 4 entries per plane, corners (x0, y0), (x1, y0), (x0, y1), (x1, y1).
+            int64_t* rows64 = p.rows_out && p.rows_int64 ? static_cast<int64_t*>(p.rows_out) + i * 4 * p.planes : nullptr;
+            int32_t* rows32 = p.rows_out && !p.rows_int64 ? static_cast<int32_t*>(p.rows_out) + i * 4 * p.planes : nullptr;
+            T* wout = p.weights_out ? static_cast<T*>(p.weights_out) + i * 4 * p.planes : nullptr;
+            if (wout)
+                for (int j = 0; j < 4 * p.planes; ++j) {
+                    wout[j] = T(0);
+                    if (rows64) rows64[j] = 0;
+                    if (rows32) rows32[j] = 0;
+                }
             for (int q = 0; q < p.planes; ++q) {
                 const T u = x * axes[q][0][0] + y * axes[q][1][0] + z * axes[q][2][0];
                 const T v = x * axes[q][0][1] + y * axes[q][1][1] + z * axes[q][2][1];
@@ -171,6 +182,12 @@ struct PlaneGatherKernel {
                         rows[b][cnt] = row;
                         weights[b][cnt] = wx[cx] * wy[cy] * inv_planes;
                         ++cnt;
+                        if (wout) {
+                            const int j = 4 * q + 2 * cy + cx;
+                            wout[j] = weights[b][cnt - 1];
+                            if (rows64) rows64[j] = row;
+                            if (rows32) rows32[j] = int32_t(row);
+                        }
                     }
                 }
             }
@@ -242,7 +259,8 @@ struct CompositeKernel {
                 cur = 1 - cur;
             }
             const Sample* a = buf[cur];
-            for (int i = 0; i < n; ++i) sig[i] = static_cast<const T*>(p.densities[a[i].k])[r * p.samples[a[i].k] + a[i].s];
+            for (int i = 0; i < n; ++i)
+                sig[i] = static_cast<const T*>(p.densities[a[i].k])[r * p.samples[a[i].k] + a[i].s];
             for (int i = 0; i + 1 < n; ++i) {
                 const T mid = softplus((sig[i] + sig[i + 1]) / T(2) - T(1));
                 alpha[i] = T(1) - exp_of(-(mid * (a[i + 1].d - a[i].d)));

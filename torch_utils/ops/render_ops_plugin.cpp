@@ -27,13 +27,13 @@ static PyObject* py_decoder_tail(PyObject*, PyObject* args) {
 }
 
 static PyObject* py_plane_gather(PyObject*, PyObject* args) {
-    unsigned long long table, coords, out;
+    unsigned long long table, coords, out, rows_out, weights_out;
     PyObject* axes;
     double scale;
     long long n, m, c, h, w, planes, sn, sp, sh, sw;
-    int dtype, num_threads;
-    if (!PyArg_ParseTuple(args, "KKKOdLLLLLLLLLLii", &table, &coords, &out, &axes, &scale, &n, &m, &c, &h, &w,
-                          &planes, &sn, &sp, &sh, &sw, &dtype, &num_threads))
+    int rows_int64, dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKKKiOdLLLLLLLLLLii", &table, &coords, &out, &rows_out, &weights_out, &rows_int64,
+                          &axes, &scale, &n, &m, &c, &h, &w, &planes, &sn, &sp, &sh, &sw, &dtype, &num_threads))
         return nullptr;
     eg::PlaneGatherParams p{};
     if (planes < 1 || planes > eg::kMaxPlanes || !PySequence_Check(axes) || PySequence_Size(axes) != planes * 6) {
@@ -50,6 +50,9 @@ static PyObject* py_plane_gather(PyObject*, PyObject* args) {
     p.table = eg_ptr(table);
     p.coords = eg_ptr(coords);
     p.out = eg_ptr(out);
+    p.rows_out = eg_ptr(rows_out);
+    p.weights_out = eg_ptr(weights_out);
+    p.rows_int64 = rows_int64;
     p.scale = scale;
     p.n = n, p.m = m, p.c = c, p.h = h, p.w = w, p.planes = planes;
     p.sn = sn, p.sp = sp, p.sh = sh, p.sw = sw;
@@ -114,8 +117,8 @@ static PyMethodDef methods[] = {
      "decoder_tail(src, sigma, rgb, rows, c, src_stride, sigma_stride, rgb_stride, scale, shift, dtype, "
      "num_threads)."},
     {"plane_gather", py_plane_gather, METH_VARARGS,
-     "plane_gather(table, coords, out, axes (planes * 6 floats), scale, n, m, c, h, w, planes, sn, sp, sh, sw, "
-     "dtype, num_threads)."},
+     "plane_gather(table, coords, out, rows_out, weights_out, rows_int64, axes (planes * 6 floats), scale, n, m, c, "
+     "h, w, planes, sn, sp, sh, sw, dtype, num_threads)."},
     {"composite", py_composite, METH_VARARGS,
      "composite(colors, densities, depths, samples (lists, one entry per set), rays, c, rgb, depth, weight_sum, "
      "white_back, dtype, num_threads)."},

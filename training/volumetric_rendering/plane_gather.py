@@ -16,6 +16,9 @@ only (double backward raises); the renderer's points never need more.
 sample_plane_mean() takes the same arguments as renderer.sample_from_planes() and returns its
 .mean(1), equal up to float rounding (tests/test_renderer.py compares them in float64, values and
 gradients). It runs for CPU float32 / float64 tensors; use_gather() says when the renderer uses it.
+On the host, unless the points need a gradient, one fused kernel (torch_utils/ops/render_ops) does the
+corners, weights and sums per point instead, and for the backward also writes the rows and weights it
+read (tests/test_render_ops.py).
 """
 
 from __future__ import annotations
@@ -56,11 +59,11 @@ def use_gather(plane_features: torch.Tensor, impl: str | None = None) -> bool:
 
 def _host_kernels(table: torch.Tensor, coordinates: torch.Tensor, n_planes: int):
     """The fused host gather (torch_utils/ops/render_ops: corners, weights and the weighted sum of rows per
-    point in one pass, no [points, 4 P] index and weight tensors) under no_grad for CPU float32 / float64
-    tensors; else None (the embedding_bag path: grad mode, CUDA, EG3D_FUSED_OPS=0). The grad mode alone
-    decides, so that frozen and trainable planes give the same bits in grad mode."""
+    point in one pass) for CPU float32 / float64 tensors, unless the points need a gradient (their
+    gradient flows through _corners' weights); else None (the embedding_bag path: points with gradients,
+    CUDA, EG3D_FUSED_OPS=0). Whether the table needs a gradient does not change the forward's bits."""
     from torch_utils.ops import _impl, render_ops_fused
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() and coordinates.requires_grad:
         return None
     if not render_ops_fused.supports(table, coordinates) or n_planes > render_ops_fused.MAX_PLANES \
             or not _impl.enabled():
@@ -166,6 +169,25 @@ def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor,
     return grad_table
 
 
+class _HostGather(torch.autograd.Function):
+    """The fused host gather for a table that needs a gradient: the kernel also writes the rows and
+    weights it read ([points, 4 P], as _corners), and the backward scatters through them."""
+
+    @staticmethod
+    def forward(ctx, table, plugin, strides, inv_axes, coordinates, size_hw, scale):
+        out, rows, weights = plugin.plane_gather(table, strides, inv_axes, coordinates, size_hw, scale, corners=True)
+        ctx.save_for_backward(rows, weights)
+        ctx.table_shape = table.shape
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        rows, weights = ctx.saved_tensors
+        grad_table = _scatter_rows(rows, weights, grad.reshape(rows.shape[0], -1).contiguous(), ctx.table_shape)
+        return grad_table, None, None, None, None, None, None
+
+
 class _WeightedGather(torch.autograd.Function):
     """out[i] = sum_k weights[i, k] * table[rows[i, k]]: embedding_bag forward, index_add_ backward."""
 
@@ -211,7 +233,10 @@ def sample_plane_mean(plane_axes: torch.Tensor, plane_features: torch.Tensor, co
     plugin = _host_kernels(table, coordinates, n_planes)
     if plugin is not None:
         inv_axes = torch.linalg.inv(plane_axes.to(coordinates.dtype))[:, :, :2]
-        return plugin.plane_gather(table, strides, inv_axes, coordinates, (h, w), 1.0 if box_warp is None else 2 / box_warp)
+        scale = 1.0 if box_warp is None else 2 / box_warp
+        if torch.is_grad_enabled() and table.requires_grad:
+            return _HostGather.apply(table, plugin, strides, inv_axes, coordinates, (h, w), scale)
+        return plugin.plane_gather(table, strides, inv_axes, coordinates, (h, w), scale)
     if box_warp is not None:
         coordinates = (2 / box_warp) * coordinates
     rows, weights = _corners(plane_axes.to(coordinates.device), coordinates, (h, w), strides, table.shape[0])

@@ -113,20 +113,23 @@ def composite_sample_sets_host(colors: Sequence[torch.Tensor], densities: Sequen
     """composite_sample_sets for the renderer's no_grad forward on the host: (features [N, M, C],
     depth [N, M, 1], total weight [N, M, 1]) from one fused pass per ray (torch_utils/ops/render_ops:
     merge the sets by depth, interval weights, colours, depth), or None where it cannot serve (grad
-    mode, CUDA, other dtypes, more than 4 sets or 1024 samples per ray, EG3D_FUSED_OPS=0)."""
+    mode, CUDA, other dtypes, more than 4 sets or 1024 samples per ray, EG3D_FUSED_OPS=0). Samples
+    at exactly equal depths are taken in set order (a stable merge), where torch.sort's order is
+    unspecified: the two may then differ (either order is a valid MipRayMarcher2 input)."""
     from torch_utils.ops import _impl, render_ops_fused
     tensors = [*colors, *densities, *depths]
+    samples = sum(d.shape[2] for d in depths)
     if torch.is_grad_enabled() or not render_ops_fused.supports(*tensors) or not _impl.enabled() \
             or rendering_options.get('clamp_mode', 'softplus') != 'softplus' \
-            or len(depths) > render_ops_fused.MAX_SETS or sum(d.shape[2] for d in depths) > render_ops_fused.MAX_RAY_SAMPLES:
+            or len(depths) > render_ops_fused.MAX_SETS or samples > render_ops_fused.MAX_RAY_SAMPLES:
         return None
     plugin = _impl.fused_plugin('render_ops', colors[0].device)
     if plugin is None:
         return None
     for c, s, d in zip(colors, densities, depths):
         _check(c, s, d, 'composite_sample_sets')
-    if sum(d.shape[2] for d in depths) < 2:
-        raise ValueError(f'composite_sample_sets: need at least 2 samples per ray, got {sum(d.shape[2] for d in depths)}')
+    if samples < 2:
+        raise ValueError(f'composite_sample_sets: need at least 2 samples per ray, got {samples}')
     rgb, depth, weight_sum = plugin.composite(list(colors), list(densities), list(depths),
                                               bool(rendering_options.get('white_back', False)))
     # As composite_depth: 0 / 0 to the far limit, then the batch's depth range (upstream).

@@ -28,6 +28,10 @@ rendering_options (upstream's rendering_kwargs; the generator passes its whole d
     jitter                          True (default, upstream): random stratified jitter and random
                                     importance uniforms; False: no random draws at all (coarse
                                     depths start + k delta, importance uniforms (k + 0.5) / n)
+
+On the CPU (float32 / float64, unless EG3D_FUSED_OPS=0) host kernels (torch_utils/ops/render_ops) take
+the importance sampling and, under no_grad, the plane gather, the decoder's activations and the
+compositing: the same draws and formulas in fewer passes over memory (tests/test_render_ops.py).
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training.volumetric_rendering import math_utils, plane_gather
-from training.volumetric_rendering.ray_marcher import (MipRayMarcher2, composite_sample_sets, composite_sample_sets_host,
-                                                      interval_weights)
+from training.volumetric_rendering.ray_marcher import (MipRayMarcher2, composite_sample_sets,
+                                                      composite_sample_sets_host, interval_weights)
 
 PLANE_CONVENTIONS = ('eg3d', 'orthogonal')
 DRAW_NAMES = ('render.stratified_u', 'render.importance_u')
@@ -241,6 +245,7 @@ def ray_bounds(ray_origins: torch.Tensor, ray_directions: torch.Tensor, renderin
         start = torch.zeros_like(start)
         end = torch.zeros_like(end)
     return start, end
+
 
 def _host_kernels(*tensors: torch.Tensor):
     """The renderer's host kernels (torch_utils/ops/render_ops) for CPU float32 / float64 tensors, else None."""
