@@ -84,6 +84,7 @@ def _synthesis(img_channels, conv_clamp):
 
 @pytest.mark.parametrize('conv_clamp', [None, 0.3])
 def test_synthesis_skip_image_nhwc_matches_reference_layout(monkeypatch, conv_clamp):
+    monkeypatch.setenv('EG3D_FUSED_OPS', '1')
     net = _synthesis(24, conv_clamp)
     ws = torch.randn(2, net.num_ws, 8, requires_grad=True)
     g = torch.randn(2, 24, 16, 16)
@@ -110,7 +111,8 @@ def test_synthesis_rgb_image_and_fused_ops_off_stay_contiguous(monkeypatch):
         assert _synthesis(24, None)(ws, noise_mode='const').is_contiguous()     # The reference layout.
 
 
-def test_triplane_planes_reach_the_gather_without_a_copy():
+def test_triplane_planes_reach_the_gather_without_a_copy(monkeypatch):
+    monkeypatch.setenv('EG3D_FUSED_OPS', '1')
     from generators import tiny_G
     from training.volumetric_rendering import plane_gather
     G = tiny_G()

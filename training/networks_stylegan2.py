@@ -749,14 +749,6 @@ class DiscriminatorBlock(torch.nn.Module):
         assert x.dtype == dtype
         return x, img
 
-    def skip_channels_last(self, img: torch.Tensor) -> bool:
-        """Whether the skip image starts channels-last (NHWC): on the CPU, for images of at least
-        SKIP_CHANNELS_LAST_MIN channels (the tri-plane backbone's 96, not the 3 of RGB), with the fused
-        ops on (EG3D_FUSED_OPS=0: the reference layout everywhere). Later blocks keep the layout they
-        get. The renderer's plane gather reads such planes in place instead of transposing them."""
-        return (img.device.type == 'cpu' and self.img_channels >= SKIP_CHANNELS_LAST_MIN and img.shape[-1] > 1
-                and self.architecture == 'skip' and _impl.enabled())
-
     def extra_repr(self) -> str:
         return f'resolution={self.resolution:d}, architecture={self.architecture}'
 
@@ -853,14 +845,6 @@ class DiscriminatorEpilogue(torch.nn.Module):
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
         assert x.dtype == torch.float32
         return x
-
-    def skip_channels_last(self, img: torch.Tensor) -> bool:
-        """Whether the skip image starts channels-last (NHWC): on the CPU, for images of at least
-        SKIP_CHANNELS_LAST_MIN channels (the tri-plane backbone's 96, not the 3 of RGB), with the fused
-        ops on (EG3D_FUSED_OPS=0: the reference layout everywhere). Later blocks keep the layout they
-        get. The renderer's plane gather reads such planes in place instead of transposing them."""
-        return (img.device.type == 'cpu' and self.img_channels >= SKIP_CHANNELS_LAST_MIN and img.shape[-1] > 1
-                and self.architecture == 'skip' and _impl.enabled())
 
     def extra_repr(self) -> str:
         return f'resolution={self.resolution:d}, architecture={self.architecture}'

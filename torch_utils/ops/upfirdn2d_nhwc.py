@@ -7,9 +7,10 @@ With f = outer(g, g), g = [a, b, b, a] normalised (a + b = 1/2) and upsample2d's
     out[2i]     = (1 - t) x[i] + t x[i-1]        out[2i + 1] = (1 - t) x[i] + t x[i+1]
 
 with zeros outside the image. On an NHWC tensor both axes are passes over rows of C contiguous floats
-(torch.lerp into strided output views; for t = 1/4, bilinear interpolation plus an edge correction), and the result is channels-last again: the tri-plane
-backbone's 96-channel skip image stays in the layout the renderer's plane gather reads, instead of
-being transposed there (and back in the backward).
+(torch.lerp into strided output views; for t = 1/4, torch's one-pass channels-last bilinear kernel and an
+edge correction), and the result is channels-last again: the tri-plane backbone's 96-channel skip image
+stays in the layout the renderer's plane gather reads, instead of being transposed there (and back in
+the backward).
 
 The adjoint (the backward) is, per axis, gx[i] = (1 - t)(g[2i] + g[2i+1]) + t (g[2i-1] + g[2i+2]).
 Forward and adjoint call each other in their backward passes, so the op is differentiable to any order.
