@@ -50,6 +50,20 @@ struct PlaneGatherParams {
     int dtype;
 };
 
+// The gather's transpose (its backward into the table): out[r] = sum over (i, k) with rows[i, k] = r of
+// weights[i, k] * grad[i]. out is zero-filled here; entries with weight 0 or a row outside [0, table_rows)
+// are skipped. Each block owns a contiguous range of table rows and scans all entries (no races).
+struct PlaneScatterParams {
+    const void* rows;     // [points, k] table rows (int32 or int64).
+    const void* weights;  // [points, k].
+    const void* grad;     // [points, c] (contiguous).
+    void* out;            // [table_rows, c] (contiguous).
+    int rows_int64;       // rows holds int64 (else int32).
+    int64_t points, k, c, table_rows;
+    int64_t rows_per_block;
+    int dtype;
+};
+
 constexpr int kMaxSets = 4;          // Sample sets per ray (coarse, fine, ...).
 constexpr int kMaxRaySamples = 1024; // Samples per ray over all sets.
 
@@ -86,6 +100,7 @@ struct ImportanceParams {
 const char* softplus_launch(SoftplusParams p, HostExec exec);
 const char* decoder_tail_launch(DecoderTailParams p, HostExec exec);
 const char* plane_gather_launch(PlaneGatherParams p, HostExec exec);
+const char* plane_scatter_launch(PlaneScatterParams p, HostExec exec);
 const char* composite_launch(CompositeParams p, HostExec exec);
 const char* importance_launch(ImportanceParams p, HostExec exec);
 

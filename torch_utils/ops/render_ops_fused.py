@@ -99,6 +99,29 @@ class Plugin:
                                  sn, sp, sh, sw, DTYPES[table.dtype], _impl.host_exec()[0])
         return (out, rows_out, weights_out) if corners else out
 
+    def plane_scatter(self, rows: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor, table_rows: int,
+                      blocks: int | None = None) -> torch.Tensor:
+        """The gather's transpose: out [table_rows, C] with out[r] = sum over (i, k) with rows[i, k] = r of
+        weights[i, k] * grad[i], for rows (int32 / int64) and weights [points, K <= 4 * MAX_PLANES] as
+        plane_gather() writes them and grad [points, C]. Entries of weight 0 are skipped. The table rows are
+        split into `blocks` contiguous ranges (default: one per thread), each scanning all entries."""
+        weights, grad = weights.contiguous(), grad.contiguous()
+        rows = rows.contiguous()
+        self._check(weights, grad)
+        points, k = rows.shape
+        c = grad.shape[1]
+        if rows.dtype not in (torch.int32, torch.int64) or rows.device.type != 'cpu' or weights.shape != (points, k) \
+                or grad.shape != (points, c) or not 1 <= k <= 4 * MAX_PLANES:
+            raise ValueError(f'render_ops.plane_scatter: rows {list(rows.shape)} ({rows.dtype}), weights '
+                             f'{list(weights.shape)} and grad {list(grad.shape)} do not fit (K <= {4 * MAX_PLANES})')
+        out = grad.new_empty([table_rows, c])
+        threads = _impl.host_exec()[0]
+        blocks = max(1, min(blocks or threads, table_rows))
+        self.module.plane_scatter(rows.data_ptr(), weights.data_ptr(), grad.data_ptr(), out.data_ptr(),
+                                  int(rows.dtype == torch.int64), points, k, c, table_rows,
+                                  -(-table_rows // blocks), DTYPES[grad.dtype], threads)
+        return out
+
     def composite(self, colors: list[torch.Tensor], densities: list[torch.Tensor], depths: list[torch.Tensor],
                   white_back: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MipRayMarcher2 over the depth-sorted union of sample sets (colors [N, M, S_k, C], raw densities

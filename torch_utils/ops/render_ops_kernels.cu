@@ -22,6 +22,7 @@ namespace eg {
 const char* softplus_launch(SoftplusParams, HostExec) { return "host-only kernel"; }
 const char* decoder_tail_launch(DecoderTailParams, HostExec) { return "host-only kernel"; }
 const char* plane_gather_launch(PlaneGatherParams, HostExec) { return "host-only kernel"; }
+const char* plane_scatter_launch(PlaneScatterParams, HostExec) { return "host-only kernel"; }
 const char* composite_launch(CompositeParams, HostExec) { return "host-only kernel"; }
 const char* importance_launch(ImportanceParams, HostExec) { return "host-only kernel"; }
 
@@ -211,6 +212,54 @@ struct PlaneGatherKernel {
     }
 };
 
+// The gather's transpose for one block of table rows [r0, r1): zero them, then scan all entries in
+// batches of points, first collecting the entries that fall in the range (prefetching their rows for
+// writing), then adding weight * grad to them. Rows of a large table are touched at random, so issuing
+// a batch's row loads before the adds hides their latency, as in PlaneGatherKernel.
+template <class T, class I, int C>
+struct PlaneScatterKernel {
+    static constexpr int64_t kPoints = 64;
+    static constexpr int kEntries = kPoints * 4 * kMaxPlanes;
+
+    static void run(const PlaneScatterParams& p, const HostBlock& blk) {
+        const int64_t r0 = int64_t(blk.idx_x()) * p.rows_per_block;
+        const int64_t r1 = r0 + p.rows_per_block < p.table_rows ? r0 + p.rows_per_block : p.table_rows;
+        if (r0 >= r1) return;
+        const int64_t c = C > 0 ? C : p.c, k = p.k;
+        const I* rows = static_cast<const I*>(p.rows);
+        const T* weights = static_cast<const T*>(p.weights);
+        const T* grad = static_cast<const T*>(p.grad);
+        T* out = static_cast<T*>(p.out);
+        for (int64_t i = r0 * c, e = r1 * c; i < e; ++i) out[i] = T(0);
+        const int64_t row_bytes = c * int64_t(sizeof(T));
+        int64_t hit_row[kEntries], hit_point[kEntries];
+        T hit_w[kEntries];
+        for (int64_t begin = 0; begin < p.points; begin += kPoints) {
+            const int64_t end = begin + kPoints < p.points ? begin + kPoints : p.points;
+            int cnt = 0;
+            for (int64_t j = begin * k, e = end * k; j < e; ++j) {
+                const int64_t r = int64_t(rows[j]);
+                const T w = weights[j];
+                if (r < r0 || r >= r1 || w == T(0)) continue;
+                char* addr = reinterpret_cast<char*>(out + r * c);
+                for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(addr + off, 1);
+                __builtin_prefetch(addr + row_bytes - 1, 1);
+                hit_row[cnt] = r;
+                hit_point[cnt] = j / k;
+                hit_w[cnt] = w;
+                ++cnt;
+            }
+            for (int h = 0; h < cnt; ++h) {
+                T* o = out + hit_row[h] * c;
+                const T* g = grad + hit_point[h] * c;
+                const T w = hit_w[h];
+#pragma omp simd
+                for (int64_t q = 0; q < c; ++q) o[q] += w * g[q];
+            }
+        }
+    }
+};
+
 inline float exp_of(float v) { return exp_fast(v); }
 inline double exp_of(double v) { return std::exp(v); }
 
@@ -370,6 +419,25 @@ const char* plane_gather_launch(PlaneGatherParams p, HostExec exec) {
         return run_blocks<PlaneGatherKernel<float, 0>>(p, blocks, exec);
     }
     if (p.dtype == kFloat64) return run_blocks<PlaneGatherKernel<double, 0>>(p, blocks, exec);
+    return "unsupported dtype";
+}
+
+const char* plane_scatter_launch(PlaneScatterParams p, HostExec exec) {
+    if (p.k < 1 || p.k > 4 * kMaxPlanes) return "unsupported number of entries per point";
+    if (p.rows_per_block < 1) return "rows_per_block must be positive";
+    const int64_t blocks = (p.table_rows + p.rows_per_block - 1) / p.rows_per_block;
+    if (p.dtype == kFloat32) {
+        if (p.c == 32) {
+            if (p.rows_int64) return run_blocks<PlaneScatterKernel<float, int64_t, 32>>(p, blocks, exec);
+            return run_blocks<PlaneScatterKernel<float, int32_t, 32>>(p, blocks, exec);
+        }
+        if (p.rows_int64) return run_blocks<PlaneScatterKernel<float, int64_t, 0>>(p, blocks, exec);
+        return run_blocks<PlaneScatterKernel<float, int32_t, 0>>(p, blocks, exec);
+    }
+    if (p.dtype == kFloat64) {
+        if (p.rows_int64) return run_blocks<PlaneScatterKernel<double, int64_t, 0>>(p, blocks, exec);
+        return run_blocks<PlaneScatterKernel<double, int32_t, 0>>(p, blocks, exec);
+    }
     return "unsupported dtype";
 }
 

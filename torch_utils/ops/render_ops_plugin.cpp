@@ -61,6 +61,19 @@ static PyObject* py_plane_gather(PyObject*, PyObject* args) {
     return eg_run("plane_gather", [&] { return eg::plane_gather_launch(p, exec); });
 }
 
+static PyObject* py_plane_scatter(PyObject*, PyObject* args) {
+    unsigned long long rows, weights, grad, out;
+    long long points, k, c, table_rows, rows_per_block;
+    int rows_int64, dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKKiLLLLLii", &rows, &weights, &grad, &out, &rows_int64, &points, &k, &c,
+                          &table_rows, &rows_per_block, &dtype, &num_threads))
+        return nullptr;
+    const eg::PlaneScatterParams p{eg_ptr(rows), eg_ptr(weights), eg_ptr(grad), eg_ptr(out), rows_int64,
+                                   points, k, c, table_rows, rows_per_block, dtype};
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("plane_scatter", [&] { return eg::plane_scatter_launch(p, exec); });
+}
+
 static PyObject* py_composite(PyObject*, PyObject* args) {
     PyObject *colors, *densities, *depths, *samples;
     unsigned long long rgb, depth, weight_sum;
@@ -119,6 +132,9 @@ static PyMethodDef methods[] = {
     {"plane_gather", py_plane_gather, METH_VARARGS,
      "plane_gather(table, coords, out, rows_out, weights_out, rows_int64, axes (planes * 6 floats), scale, n, m, c, "
      "h, w, planes, sn, sp, sh, sw, dtype, num_threads)."},
+    {"plane_scatter", py_plane_scatter, METH_VARARGS,
+     "plane_scatter(rows, weights, grad, out, rows_int64, points, k, c, table_rows, rows_per_block, dtype, "
+     "num_threads): the gather's transpose into out [table_rows, c] (zero-filled here)."},
     {"composite", py_composite, METH_VARARGS,
      "composite(colors, densities, depths, samples (lists, one entry per set), rays, c, rgb, depth, weight_sum, "
      "white_back, dtype, num_threads)."},
