@@ -7,6 +7,8 @@ importance sampling, compositing) and the super-resolution module, A/B between i
     .venv/bin/python benchmarks/bench_renderer.py --configs small --threads 1 --repeats 7
     .venv/bin/python benchmarks/bench_renderer.py --configs ffhq512_128 --profile
     .venv/bin/python benchmarks/bench_renderer.py --no-sr --mallopt 1      # glibc keeps freed memory (no page faults)
+    .venv/bin/python benchmarks/bench_renderer.py --impls host_sparse,host --no-sr   # the host scatter's A/B
+    .venv/bin/python benchmarks/bench_renderer.py --gather small,ffhq512_64  # the plane gather alone
 
 Configurations (the model benchmark's, docs/perf.md):
     small        batch 4, neural 32, 12 + 12 samples, planes 256^2 x 32, decoder 64; SR Hybrid2X 32 -> 128
@@ -16,9 +18,15 @@ Configurations (the model benchmark's, docs/perf.md):
 Rows: the renderer forward (no grad) and forward + backward into the planes, for each implementation
 ('grid_sample': upstream's look-ups then the decoder's mean; 'gather': the one-pass plane gather; both
 with torch's ops only, EG3D_FUSED_OPS=0 during their runs; 'host': the gather with the renderer's host
-kernels, torch_utils/ops/render_ops, as the CPU default), timed interleaved (A, B, A, B, ...) in one
+kernels, torch_utils/ops/render_ops, as the CPU default; 'host_sparse': the same but the backward into
+the planes as a sparse matrix product instead of the host scatter kernel, EG3D_PLANE_SCATTER=sparse), timed interleaved (A, B, A, B, ...) in one
 process so that a busy neighbour slows both alike; and the super-resolution forward and forward +
 backward. Prints medians of wall time and of process CPU time, and the ratio to the first impl.
+
+--gather CONFIGS: instead, the plane gather alone (plane_gather.sample_plane_mean with the host kernels),
+forward + backward into the planes (channels-last [N, 3 * 32, 256, 256] as the backbone gives them) at the
+configurations' point counts (one sample set), the backward as a sparse matrix product ('sparse') and as
+the host scatter ('host'), interleaved.
 
 --generator ROWS: instead, the whole generator forward of bench_models.py's rows (their networks and
 cameras), without (A: torch's paths) and with (B) the render_ops host kernels, interleaved in one
@@ -55,6 +63,20 @@ CONFIGS = {
 IMPLS = ('grid_sample', 'gather', 'host')
 
 
+def _scoped_env(values: dict):
+    """Sets environment variables for the duration of a call; returns the restore function."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+
+    def restore():
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return restore
+
+
 def time_interleaved(fns: dict, repeats: int) -> dict:
     """One warm-up each, then `repeats` rounds calling each fn once per round; medians (wall, CPU) in s."""
     for fn in fns.values():
@@ -83,22 +105,20 @@ def renderer_rows(name: str, cfg: dict, args) -> list:
 
     def make(impl, grad):
         options = dict(ray_start=2.25, ray_end=3.3, box_warp=1, depth_resolution=cfg['samples'],
-                       depth_resolution_importance=cfg['samples'], plane_sampling='gather' if impl == 'host' else impl)
+                       depth_resolution_importance=cfg['samples'],
+                       plane_sampling='gather' if impl.startswith('host') else impl)
 
         def run():
             torch.manual_seed(1)
-            old = os.environ.get('EG3D_FUSED_OPS')
-            os.environ['EG3D_FUSED_OPS'] = '1' if impl == 'host' else '0'
+            restore = _scoped_env({'EG3D_FUSED_OPS': '1' if impl.startswith('host') else '0',
+                                   'EG3D_PLANE_SCATTER': 'sparse' if impl == 'host_sparse' else 'auto'})
             try:
                 with torch.set_grad_enabled(grad):
                     rgb, depth, _ = renderer(planes, decoder, origins, dirs, options)
                     if grad:
                         torch.autograd.grad(rgb.square().mean() + depth.mean(), [planes] + list(decoder.parameters()))
             finally:
-                if old is None:
-                    del os.environ['EG3D_FUSED_OPS']
-                else:
-                    os.environ['EG3D_FUSED_OPS'] = old
+                restore()
         return run
 
     rows = []
@@ -114,6 +134,32 @@ def renderer_rows(name: str, cfg: dict, args) -> list:
                 print(f'--- {name} renderer {"fwd+bwd" if grad else "forward"} {impl}')
                 print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=12))
     return rows
+
+
+def gather_rows(name: str, cfg: dict, args) -> list:
+    """The plane gather alone, forward + backward into channels-last planes: 'sparse' vs 'host' scatter."""
+    from training.volumetric_rendering import plane_gather
+    from training.volumetric_rendering.renderer import generate_planes
+    torch.manual_seed(0)
+    n, c, res = cfg['batch'], cfg['channels'], cfg['planes']
+    backbone = torch.randn(n, 3 * c, res, res).contiguous(memory_format=torch.channels_last)
+    planes = backbone.view(n, 3, c, res, res).requires_grad_()
+    points = (torch.rand(n, cfg['res'] ** 2 * cfg['samples'], 3) - 0.5) * 0.9
+    grad = torch.randn(n, points.shape[1], c)
+    axes = generate_planes()
+
+    def make(impl):
+        def run():
+            restore = _scoped_env({'EG3D_FUSED_OPS': '1', 'EG3D_PLANE_SCATTER': 'sparse' if impl == 'sparse' else 'auto'})
+            try:
+                out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.0)
+                torch.autograd.grad(out, [planes], grad)
+            finally:
+                restore()
+        return run
+
+    res_ = time_interleaved({impl: make(impl) for impl in ('sparse', 'host')}, args.repeats)
+    return [(name, f'gather {points.shape[1] * n} pts', 'fwd+bwd', impl, *res_[impl]) for impl in ('sparse', 'host')]
 
 
 def sr_rows(name: str, cfg: dict, args) -> list:
@@ -189,6 +235,7 @@ def main():
     parser.add_argument('--mallopt', type=int, default=0, help='1: keep freed memory in the process (glibc '
                         'M_MMAP_THRESHOLD / M_TRIM_THRESHOLD), so big tensors skip first-touch page faults')
     parser.add_argument('--profile', action='store_true', help='print the top operators of one run per impl')
+    parser.add_argument('--gather', default='', help='configs: the plane gather alone, sparse vs host scatter')
     parser.add_argument('--generator', default='', help='bench_models rows: the render_ops A/B in the whole G '
                         'forward instead (e.g. ffhq512_forward,small_forward)')
     args = parser.parse_args()
@@ -202,14 +249,17 @@ def main():
     if args.generator:
         generator_rows(args)
         return
+    if args.gather:
+        args.impls, args.sr, args.configs = ['sparse', 'host'], False, args.gather
 
     rows = []
     for name in args.configs.split(','):
         cfg = CONFIGS[name]
-        rows += renderer_rows(name, cfg, args)
+        rows += gather_rows(name, cfg, args) if args.gather else renderer_rows(name, cfg, args)
         if args.sr:
             rows += sr_rows(name, cfg, args)
-        for row in rows[-(2 * len(args.impls) + (2 if args.sr else 0)):]:
+        shown = len(args.impls) if args.gather else 2 * len(args.impls) + (2 if args.sr else 0)
+        for row in rows[-shown:]:
             print(f'  {row[0]:12s} {row[1]:14s} {row[2]:8s} {row[3]:12s} wall {row[4] * 1e3:8.1f} ms   '
                   f'CPU {row[5] * 1e3:8.1f} ms', flush=True)
 

@@ -8,8 +8,9 @@ channels-last (a feature vector is C consecutive floats) that is exactly what
 torch.nn.functional.embedding_bag computes (mode 'sum' with per-sample weights), in one pass with no
 [N, P, C, M] intermediate. Out-of-plane texels get weight 0 (and a valid dummy row).
 
-The backward is a scatter-add of the weighted incoming gradient into the rows (on the CPU a sparse
-matrix product, elsewhere index_add_ in chunks so the [points, 4 P, C] products stay small), and, when the points need a gradient, the weights'
+The backward is a scatter-add of the weighted incoming gradient into the rows (on the CPU the host
+kernel render_ops.plane_scatter, or without it a sparse matrix product; elsewhere index_add_ in chunks so
+the [points, 4 P, C] products stay small), and, when the points need a gradient, the weights'
 gradient: the dot products of the gathered rows with the incoming gradient. Both are first-order
 only (double backward raises); the renderer's points never need more.
 
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 ENV = 'EG3D_PLANE_SAMPLING'          # 'auto' (default), 'gather' or 'grid_sample'.
+SCATTER_ENV = 'EG3D_PLANE_SCATTER'  # The backward into the planes: 'auto' (default) or 'sparse'.
 _CHUNK = 8192                        # Points per index_add_ chunk in the backward.
 
 # ----------------------------------------------------------------------------
@@ -148,12 +150,25 @@ def _corners(plane_axes: torch.Tensor, coordinates: torch.Tensor, size_hw: tuple
     return rows.reshape(n * m, 4 * n_planes), weights.reshape(n * m, 4 * n_planes)
 
 
-def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor, table_shape) -> torch.Tensor:
-    """grad_table[r] = sum over (i, k) with rows[i, k] = r of weights[i, k] * grad[i]: the gather's
-    transpose. On the CPU as S^T @ grad with S the sparse [points, table rows] matrix of the weights
-    (in CSR form as given: K entries per point, no sorting), about 1.4x faster than index_add_ (whose
-    CPU kernel adds one row at a time); elsewhere index_add_ in chunks."""
+def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor, table_shape,
+                  impl: str | None = None) -> torch.Tensor:
+    """grad_table [R, C] (contiguous, the layout of feature_table()'s rows) with grad_table[r] = sum over
+    (i, k) with rows[i, k] = r of weights[i, k] * grad[i]: the gather's transpose. impl (or
+    $EG3D_PLANE_SCATTER): 'auto' (default) runs the host kernel (render_ops.plane_scatter: each thread
+    owns a range of table rows, no sorting, no races) for CPU float32 / float64 unless EG3D_FUSED_OPS=0
+    or the plugin is missing, else 'sparse'; 'sparse' is S^T @ grad on the CPU with S the sparse
+    [points, table rows] CSR matrix of the weights (K entries per point), and index_add_ in chunks
+    elsewhere."""
+    from torch_utils.ops import _impl, render_ops_fused
     c = table_shape[1]
+    impl = impl or os.environ.get(SCATTER_ENV, 'auto').strip().lower() or 'auto'
+    if impl not in ('auto', 'sparse'):
+        raise ValueError(f"{SCATTER_ENV} must be 'auto' or 'sparse', got {impl!r}")
+    if impl == 'auto' and render_ops_fused.supports(weights, grad) and rows.device.type == 'cpu' \
+            and rows.shape[1] <= 4 * render_ops_fused.MAX_PLANES and _impl.enabled():
+        plugin = _impl.fused_plugin('render_ops', 'cpu')
+        if plugin is not None:
+            return plugin.plane_scatter(rows, weights, grad, table_shape[0])
     if grad.device.type == 'cpu':
         n_points, k = rows.shape
         crow = torch.arange(0, n_points * k + 1, k, dtype=rows.dtype, device=rows.device)
