@@ -193,6 +193,65 @@ def test_fused_gather_backward_into_planes(plugin, monkeypatch, layout):
     assert torch.autograd.gradcheck(lambda p: plane_gather.sample_plane_mean(axes, p, points[:1, :40], box_warp=1.0),
                                     (small,), eps=1e-6, atol=1e-7)
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('index_dtype', [torch.int32, torch.int64])
+@pytest.mark.parametrize('c', [32, 5])
+def test_host_scatter_matches_float64_index_add(plugin, dtype, index_dtype, c):
+    # The gather's transpose against index_add_ in float64: rows hit many times, weights of 0 (dropped
+    # corners), table rows no entry reaches (exact zeros), 1 to more-than-rows blocks of table rows.
+    gen = torch.Generator().manual_seed(11)
+    table_rows, points, k = 97, 400, 12
+    rows = torch.randint(0, table_rows - 7, (points, k), generator=gen).to(index_dtype)
+    weights = torch.rand(points, k, generator=gen, dtype=torch.float64)
+    weights[weights < 0.25] = 0
+    grad = torch.randn(points, c, generator=gen, dtype=torch.float64)
+    ref = torch.zeros(table_rows, c, dtype=torch.float64).index_add_(
+        0, rows.reshape(-1).long(), (weights[:, :, None] * grad[:, None, :]).reshape(-1, c))
+    assert ref.abs().max() > 1 and rows.reshape(-1).bincount().max() > 40
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-13)
+    for blocks in (None, 1, 3, table_rows + 5):
+        out = plugin.plane_scatter(rows, weights.to(dtype), grad.to(dtype), table_rows, blocks=blocks)
+        assert out.dtype == dtype and out.shape == (table_rows, c) and out.is_contiguous()
+        torch.testing.assert_close(out.double(), ref, **tol)
+        assert out[-7:].eq(0).all()
+
+
+def test_scatter_rows_host_and_sparse_agree(plugin, monkeypatch):
+    # plane_gather._scatter_rows: the host kernel (auto) against the CSR product (sparse) on the rows and
+    # weights of a real gather, and EG3D_FUSED_OPS=0 / EG3D_PLANE_SCATTER=sparse take the CSR product.
+    gen = torch.Generator().manual_seed(12)
+    axes = generate_planes()
+    planes = torch.randn(2, 3, 4, 6, 8, generator=gen, dtype=torch.float64)
+    table, strides = plane_gather.feature_table(planes)
+    points = _gather_points(gen, 2, 300, torch.float64)
+    rows, weights = plane_gather._corners(axes, points, (6, 8), strides, table.shape[0])
+    grad = torch.randn(rows.shape[0], 4, generator=gen, dtype=torch.float64)
+    host = plane_gather._scatter_rows(rows, weights, grad, table.shape)
+    sparse = plane_gather._scatter_rows(rows, weights, grad, table.shape, impl='sparse')
+    assert sparse.abs().max() > 0.1
+    torch.testing.assert_close(host, sparse, atol=1e-13, rtol=1e-13)
+    calls = []
+    monkeypatch.setattr(type(plugin), 'plane_scatter', lambda *a, **kw: calls.append(1))
+    for env, value in (('EG3D_PLANE_SCATTER', 'sparse'), ('EG3D_FUSED_OPS', '0')):
+        with monkeypatch.context() as m:
+            m.setenv(env, value)
+            torch.testing.assert_close(plane_gather._scatter_rows(rows, weights, grad, table.shape), sparse,
+                                       atol=0, rtol=0)
+    assert not calls
+    with pytest.raises(ValueError, match='EG3D_PLANE_SCATTER'):
+        plane_gather._scatter_rows(rows, weights, grad, table.shape, impl='dense')
+
+
+def test_host_scatter_gradcheck_points_and_planes(plugin):
+    # Points and planes both needing a gradient (the embedding_bag forward, the host scatter backward).
+    gen = torch.Generator().manual_seed(13)
+    axes = generate_planes()
+    planes = torch.randn(1, 3, 2, 4, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
+    points = ((torch.rand(1, 30, 3, generator=gen, dtype=torch.float64) * 2 - 1) * 0.45).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p, x: plane_gather.sample_plane_mean(axes, p, x, box_warp=1.0),
+                                    (planes, points), eps=1e-6, atol=1e-7)
+
+
 def _sample_sets(gen, dtype, n=2, m=300, s=(10, 7), c=5):
     """Coarse depths sorted (stratified with jitter), fine depths random, both in [2, 3] without ties."""
     delta = 1.0 / s[0]
