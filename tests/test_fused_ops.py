@@ -291,6 +291,10 @@ def test_conv2d_resample_channels_last_transpose_matches_float64(monkeypatch):
     gen = torch.Generator().manual_seed(15)
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     x, w = torch.randn(2, 4, 10, 9, generator=gen), torch.randn(6, 4, 3, 3, generator=gen)
+    # Default thresholds: a small image takes it only when the layer widens the channels 4x or more.
+    with torch.no_grad():
+        assert conv2d_resample._channels_last_transpose(x, torch.randn(4, 16, 3, 3), 1)
+        assert not conv2d_resample._channels_last_transpose(x, torch.randn(4, 15, 3, 3), 1)
     monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_MIN_PIXELS', 1)
     assert not conv2d_resample._channels_last_transpose(x, w.requires_grad_(), 1)
     w = w.detach()

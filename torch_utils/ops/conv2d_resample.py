@@ -24,14 +24,20 @@ def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding=0, groups: 
 # On the CPU, torch's transposed convolution of a contiguous (NCHW) image computes in channels-last and
 # copies its output back; given a channels-last weight it returns that output as it is, and the fused
 # upfirdn2d reads it in place. Without gradients only (with them, the backward through channels-last
-# tensors costs more than the copy saves: ffhq512 Gmain 8.9 -> 11.3 s) and for large inputs (at 128^2
-# the forward was slower); 0 turns it off.
+# tensors costs more than the copy saves: ffhq512 Gmain 8.9 -> 11.3 s), and where it was measured to pay
+# (2 threads, batch 1, transposed convolution + FIR): inputs of at least 256^2 pixels (256 -> 128 channels
+# at 256^2: 367 -> 321 ms; at 128^2 it loses, 70 -> 131 ms), or layers that widen the channels at least
+# 4x (the 8XDC super-resolution's first layer, 32 -> 256 channels at 128^2: 120 -> 77 ms). A minimum of 0
+# pixels turns it off.
 CHANNELS_LAST_TRANSPOSE_MIN_PIXELS = 256 * 256
+CHANNELS_LAST_TRANSPOSE_MIN_WIDENING = 4
 
 
 def _channels_last_transpose(x: torch.Tensor, wt: torch.Tensor, groups: int) -> bool:
+    """wt: the transposed convolution's weight [C_in, C_out, kh, kw]."""
     return (x.device.type == 'cpu' and groups == 1 and CHANNELS_LAST_TRANSPOSE_MIN_PIXELS > 0
-            and x.shape[2] * x.shape[3] >= CHANNELS_LAST_TRANSPOSE_MIN_PIXELS
+            and (x.shape[2] * x.shape[3] >= CHANNELS_LAST_TRANSPOSE_MIN_PIXELS
+                 or wt.shape[1] >= CHANNELS_LAST_TRANSPOSE_MIN_WIDENING * wt.shape[0])
             and not (torch.is_grad_enabled() and (x.requires_grad or wt.requires_grad)))
 
 
