@@ -132,6 +132,40 @@ def test_modulated_conv2d_fused_nonfused_and_reference(up, demodulate):
     torch.testing.assert_close(fused, ref, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize('up', [1, 2])
+def test_modulated_conv2d_single_sample_cpu_takes_fused_path(monkeypatch, up):
+    # A batch of one on the CPU asked for the non-fused path gets the fused one (one plain convolution);
+    # values and gradients (input, weight, styles, noise) equal the non-fused definition and the
+    # per-sample float64 reference.
+    gen = _seed(9)
+    x = torch.randn(1, 5, 6, 6, dtype=torch.float64, generator=gen)
+    weight = torch.randn(4, 5, 3, 3, dtype=torch.float64, generator=gen)
+    styles = torch.randn(1, 5, dtype=torch.float64, generator=gen) + 1
+    noise = torch.randn(1, 1, 6 * up, 6 * up, dtype=torch.float64, generator=gen) * 0.3
+    f = torch.tensor([1., 3., 3., 1.])
+    f = torch.outer(f, f) / 64
+    kw = dict(up=up, padding=1, resample_filter=f, flip_weight=(up == 1))
+    grad_out = torch.randn(1, 4, 6 * up, 6 * up, dtype=torch.float64, generator=gen)
+    calls = []
+    real_resample = nets.conv2d_resample.conv2d_resample
+    monkeypatch.setattr(nets.conv2d_resample, 'conv2d_resample', lambda *a, **k: calls.append(k) or real_resample(*a, **k))
+
+    def run(switch):
+        monkeypatch.setattr(nets, 'FUSE_SINGLE_SAMPLE_ON_CPU', switch)
+        inputs = [t.clone().requires_grad_() for t in (x, weight, styles, noise)]
+        y = nets.modulated_conv2d(inputs[0], inputs[1], inputs[2], noise=inputs[3], fused_modconv=False, **kw)
+        return y, torch.autograd.grad(y, inputs, grad_out)
+
+    fast, fast_grads = run(True)
+    assert calls[-1].get('groups') == 1  # The fused call: the weight carries the styles, groups = batch.
+    slow, slow_grads = run(False)
+    assert 'groups' not in calls[-1]
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-10)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    torch.testing.assert_close(fast, _modconv_reference(x, weight, styles, noise, up, True), rtol=0, atol=1e-10)
+
+
 def test_modulated_conv2d_demodulated_unit_variance():
     # With unit-variance i.i.d. input, output channel j has variance sum_ik w''_ijk^2 = 1 (StyleGAN2
     # Sec. 2.2). Estimated over 16 channels x 8 samples x 30^2 interior pixels (no zero padding);

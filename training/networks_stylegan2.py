@@ -27,6 +27,9 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+FUSE_SINGLE_SAMPLE_ON_CPU = True  # See modulated_conv2d.
+
+
 def modulated_conv2d(
     x,                          # Input activations: [N, C_in, H, W].
     weight,                     # Convolution weight: [C_out, C_in, kh, kw].
@@ -53,6 +56,12 @@ def modulated_conv2d(
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+
+    # A batch of one on the CPU: the fused path is one plain convolution with the modulated weight, and
+    # the non-fused one only adds passes over the activations (x * styles, the output scaling, and
+    # their gradients). Same result up to rounding.
+    if not fused_modconv and batch_size == 1 and x.device.type == 'cpu' and FUSE_SINGLE_SAMPLE_ON_CPU:
+        fused_modconv = True
 
     w = None
     dcoefs = None
