@@ -5,10 +5,12 @@ against upstream's definition, and whole networks against the reference (contigu
 import pytest
 import torch
 
-from torch_utils.ops import bias_act, upfirdn2d
+from torch_utils.ops import upfirdn2d
 from torch_utils.ops.upfirdn2d_nhwc import is_nhwc, polyphase_weight, upsample2d_nhwc
 from training import networks_stylegan2
-from training.networks_stylegan2 import SynthesisNetwork, ToRGBLayer, modulated_conv2d
+from training.networks_stylegan2 import SynthesisNetwork, ToRGBLayer
+
+from test_perf_paths import _reference_torgb  # Upstream's ToRGB definition, float64.
 
 CL = torch.channels_last
 
@@ -43,13 +45,6 @@ def test_polyphase_weight_rejects_other_filters():
         assert polyphase_weight(upfirdn2d.setup_filter(f)) is None
     assert polyphase_weight(torch.rand(4, 4) + 0.1) is None                    # Not separable.
     assert polyphase_weight(upfirdn2d.setup_filter([1, 3, 3, 1], gain=2)) is None  # Not normalised.
-
-
-def _reference_torgb(layer: ToRGBLayer, x, w, add_to):
-    """Upstream's ToRGB: modulated 1x1 convolution (no demodulation), bias, clamp, then + image."""
-    styles = layer.affine(w) * layer.weight_gain
-    y = modulated_conv2d(x=x, weight=layer.weight, styles=styles, demodulate=False, fused_modconv=False)
-    return add_to + bias_act.bias_act_ref(y, layer.bias, clamp=layer.conv_clamp)
 
 
 @pytest.mark.parametrize('clamp', [None, 1e4, 0.5])  # none, provably inactive, active
