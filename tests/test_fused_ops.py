@@ -298,15 +298,24 @@ def test_conv2d_resample_channels_last_transpose_matches_float64(monkeypatch):
     monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_MIN_PIXELS', 1)
     assert not conv2d_resample._channels_last_transpose(x, w.requires_grad_(), 1)
     w = w.detach()
-    assert conv2d_resample._channels_last_transpose(x, w, 1) and not conv2d_resample._channels_last_transpose(x, w, 2)
+    assert conv2d_resample._channels_last_transpose(x, w, 1) and conv2d_resample._channels_last_transpose(x, w, 2)
+    monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_GROUPED', False)
+    assert not conv2d_resample._channels_last_transpose(x, w, 2)
+    monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_GROUPED', True)
     with torch.no_grad():
         fast = conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False)
-    assert upfirdn2d.last_impl == 'fused' and fast.is_contiguous()
+        # Grouped (the fused modulated convolution of a batch): 2 groups of 2 -> 3 channels.
+        fast_grouped = conv2d_resample.conv2d_resample(x, w[:, :2], f, up=2, padding=1, groups=2, flip_weight=False)
+    assert upfirdn2d.last_impl == 'fused' and fast.is_contiguous() and fast_grouped.is_contiguous()
     monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_MIN_PIXELS', 0)
     monkeypatch.setenv(_impl.ENV, '0')
     ref = conv2d_resample.conv2d_resample(x.double(), w.double(), f.double(), up=2, padding=1, flip_weight=False)
     assert upfirdn2d.last_impl == 'ref'
     assert_close(fast, ref)
+    ref_grouped = torch.cat([conv2d_resample.conv2d_resample(x[:, 2 * g:2 * g + 2].double(), w[3 * g:3 * g + 3, :2].double(),
+                                                             f.double(), up=2, padding=1, flip_weight=False)
+                             for g in range(2)], dim=1)
+    assert_close(fast_grouped, ref_grouped)
 
 
 def test_resampling_helpers_and_conv2d_resample_take_the_fused_path(monkeypatch):
