@@ -15,17 +15,24 @@ def _reference_torgb(layer: ToRGBLayer, x, w, add_to=None):
     return y if add_to is None else add_to + y
 
 
-@pytest.mark.parametrize('clamp', [None, 1e4, 0.5])  # none, provably inactive, active
-@pytest.mark.parametrize('skip', [False, True])
-@pytest.mark.parametrize('cin, cout', [(5, 7), (9, 3)])  # Image wider than x (bias column, bound) or not.
-def test_torgb_bmm_matches_reference(clamp, skip, cin, cout):
-    torch.manual_seed(1)
+def torgb_case(cin: int, cout: int, clamp, seed: int):
+    """A float64 ToRGBLayer with a random bias, and random x [3, cin, 4, 6], w [3, 6], image [3, cout, 4, 6]
+    (all requiring gradients)."""
+    torch.manual_seed(seed)
     layer = ToRGBLayer(cin, cout, w_dim=6, conv_clamp=clamp).double()
     with torch.no_grad():
         layer.bias.copy_(torch.randn(cout))
     x = torch.randn(3, cin, 4, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     img = torch.randn(3, cout, 4, 6, dtype=torch.float64, requires_grad=True)
+    return layer, x, w, img
+
+
+@pytest.mark.parametrize('clamp', [None, 1e4, 0.5])  # none, provably inactive, active
+@pytest.mark.parametrize('skip', [False, True])
+@pytest.mark.parametrize('cin, cout', [(5, 7), (9, 3)])  # Image wider than x (bias column, bound) or not.
+def test_torgb_bmm_matches_reference(clamp, skip, cin, cout):
+    layer, x, w, img = torgb_case(cin, cout, clamp, seed=1)
     ref = _reference_torgb(layer, x, w, img if skip else None)
     if clamp == 0.5:
         assert (ref if not skip else ref - img).abs().max().item() == pytest.approx(0.5)  # The clamp acts.

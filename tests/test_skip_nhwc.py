@@ -8,9 +8,9 @@ import torch
 from torch_utils.ops import upfirdn2d
 from torch_utils.ops.upfirdn2d_nhwc import is_nhwc, polyphase_weight, upsample2d_nhwc
 from training import networks_stylegan2
-from training.networks_stylegan2 import SynthesisNetwork, ToRGBLayer
+from training.networks_stylegan2 import SynthesisNetwork
 
-from test_perf_paths import _reference_torgb  # Upstream's ToRGB definition, float64.
+from test_perf_paths import _reference_torgb, torgb_case  # Upstream's ToRGB definition, float64.
 
 CL = torch.channels_last
 
@@ -50,13 +50,7 @@ def test_polyphase_weight_rejects_other_filters():
 @pytest.mark.parametrize('clamp', [None, 1e4, 0.5])  # none, provably inactive, active
 @pytest.mark.parametrize('cin, cout', [(5, 7), (9, 4)])
 def test_torgb_accumulates_into_nhwc_image(clamp, cin, cout):
-    torch.manual_seed(2)
-    layer = ToRGBLayer(cin, cout, w_dim=6, conv_clamp=clamp).double()
-    with torch.no_grad():
-        layer.bias.copy_(torch.randn(cout))
-    x = torch.randn(3, cin, 4, 6, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
-    img = torch.randn(3, cout, 4, 6, dtype=torch.float64, requires_grad=True)
+    layer, x, w, img = torgb_case(cin, cout, clamp, seed=2)
     ref = _reference_torgb(layer, x, w, img)
     if clamp == 0.5:
         assert (ref - img).abs().max().item() == pytest.approx(0.5)            # The clamp acts.
