@@ -388,13 +388,14 @@ class ToRGBLayer(torch.nn.Module):
         provably cannot act (|y| <= sum_i |w_i| max|x_i| + |b| below it) the product accumulates straight
         into add_to: one pass over the image instead of three (product, bias_act, add). A channels-last
         add_to (SynthesisBlock's wide skip images) always takes that path and stays channels-last."""
+        if add_to is None or (self.in_channels >= self.out_channels and not upfirdn2d_nhwc.is_nhwc(add_to)):
+            # modulated_conv2d's fused 1x1 path is that batched product.
+            y = modulated_conv2d(x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=True)
+            y = bias_act.bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp)
+            return y if add_to is None else add_to.add_(y.to(add_to.dtype))
         n, _, h, wd = x.shape
         wm = self.weight.reshape(1, self.out_channels, self.in_channels) * styles.unsqueeze(1)  # [N, C_out, C_in]
         xf = x.reshape(n, self.in_channels, h * wd)
-        if add_to is None or (self.in_channels >= self.out_channels and not upfirdn2d_nhwc.is_nhwc(add_to)):
-            y = torch.bmm(wm.to(x.dtype), xf).reshape(n, self.out_channels, h, wd)
-            y = bias_act.bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp)
-            return y if add_to is None else add_to.add_(y.to(add_to.dtype))
 
         dtype = add_to.dtype
         xf = xf.to(dtype)

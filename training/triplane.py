@@ -16,7 +16,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, persistence
-from torch_utils.ops import _impl
+from torch_utils.ops import render_ops_fused
 from training import networks_stylegan3
 from training.networks_stylegan2 import FullyConnectedLayer, Generator as StyleGAN2Backbone
 from training.volumetric_rendering.ray_sampler import RaySampler
@@ -86,12 +86,10 @@ class OSGDecoder(torch.nn.Module):
     def _host_kernels(self, x: torch.Tensor):
         """The renderer's host kernels (torch_utils/ops/render_ops) for CPU float32 / float64 inputs of
         the standard FC -> Softplus -> FC net, else None (torch's path: CUDA, other dtypes, EG3D_FUSED_OPS=0)."""
-        if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64) or not _impl.enabled():
-            return None
         if len(self.net) != 3 or type(self.net[1]) is not torch.nn.Softplus \
                 or (self.net[1].beta, self.net[1].threshold) != (1.0, 20.0):
             return None
-        return _impl.fused_plugin('render_ops', x.device)
+        return render_ops_fused.host_plugin(x)
 
     def _forward_chunked(self, plugin, x: torch.Tensor) -> dict:
         """The no_grad forward on the host in chunks of rows, so that the [rows, hidden] activations

@@ -21,6 +21,14 @@ def supports(*tensors: torch.Tensor) -> bool:
     return dtype in DTYPES and all(t.device.type == 'cpu' and t.dtype == dtype for t in tensors)
 
 
+def host_plugin(*tensors: torch.Tensor) -> 'Plugin | None':
+    """The host kernels when they can take these tensors (supports()) and the plugin is on and loads
+    (EG3D_FUSED_OPS, a failed build: warned once by _impl), else None: the caller keeps torch's path."""
+    if not supports(*tensors):
+        return None
+    return _impl.fused_plugin('render_ops', 'cpu')
+
+
 class Plugin:
     """The renderer kernels of the host (what _impl.fused_plugin('render_ops', 'cpu') returns)."""
 

@@ -64,13 +64,10 @@ def _host_kernels(table: torch.Tensor, coordinates: torch.Tensor, n_planes: int)
     point in one pass) for CPU float32 / float64 tensors, unless the points need a gradient (their
     gradient flows through _corners' weights); else None (the embedding_bag path: points with gradients,
     CUDA, EG3D_FUSED_OPS=0). Whether the table needs a gradient does not change the forward's bits."""
-    from torch_utils.ops import _impl, render_ops_fused
-    if torch.is_grad_enabled() and coordinates.requires_grad:
+    from torch_utils.ops import render_ops_fused
+    if (torch.is_grad_enabled() and coordinates.requires_grad) or n_planes > render_ops_fused.MAX_PLANES:
         return None
-    if not render_ops_fused.supports(table, coordinates) or n_planes > render_ops_fused.MAX_PLANES \
-            or not _impl.enabled():
-        return None
-    return _impl.fused_plugin('render_ops', table.device)
+    return render_ops_fused.host_plugin(table, coordinates)
 
 
 def _transpose_planes(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -159,14 +156,13 @@ def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor,
     or the plugin is missing, else 'sparse'; 'sparse' is S^T @ grad on the CPU with S the sparse
     [points, table rows] CSR matrix of the weights (K entries per point), and index_add_ in chunks
     elsewhere."""
-    from torch_utils.ops import _impl, render_ops_fused
+    from torch_utils.ops import render_ops_fused
     c = table_shape[1]
     impl = impl or os.environ.get(SCATTER_ENV, 'auto').strip().lower() or 'auto'
     if impl not in ('auto', 'sparse'):
         raise ValueError(f"{SCATTER_ENV} must be 'auto' or 'sparse', got {impl!r}")
-    if impl == 'auto' and render_ops_fused.supports(weights, grad) and rows.device.type == 'cpu' \
-            and rows.shape[1] <= 4 * render_ops_fused.MAX_PLANES and _impl.enabled():
-        plugin = _impl.fused_plugin('render_ops', 'cpu')
+    if impl == 'auto' and rows.device.type == 'cpu' and rows.shape[1] <= 4 * render_ops_fused.MAX_PLANES:
+        plugin = render_ops_fused.host_plugin(weights, grad)
         if plugin is not None:
             return plugin.plane_scatter(rows, weights, grad, table_shape[0])
     if grad.device.type == 'cpu':
@@ -219,7 +215,6 @@ class _WeightedGather(torch.autograd.Function):
         table, rows, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         grad = grad.contiguous()
-        c = ctx.table_shape[1]
         if ctx.needs_input_grad[0]:
             grad_table = _scatter_rows(rows, weights, grad, ctx.table_shape)
         if ctx.needs_input_grad[2]:

@@ -116,14 +116,12 @@ def composite_sample_sets_host(colors: Sequence[torch.Tensor], densities: Sequen
     mode, CUDA, other dtypes, more than 4 sets or 1024 samples per ray, EG3D_FUSED_OPS=0). Samples
     at exactly equal depths are taken in set order (a stable merge), where torch.sort's order is
     unspecified: the two may then differ (either order is a valid MipRayMarcher2 input)."""
-    from torch_utils.ops import _impl, render_ops_fused
-    tensors = [*colors, *densities, *depths]
+    from torch_utils.ops import render_ops_fused
     samples = sum(d.shape[2] for d in depths)
-    if torch.is_grad_enabled() or not render_ops_fused.supports(*tensors) or not _impl.enabled() \
-            or rendering_options.get('clamp_mode', 'softplus') != 'softplus' \
+    if torch.is_grad_enabled() or rendering_options.get('clamp_mode', 'softplus') != 'softplus' \
             or len(depths) > render_ops_fused.MAX_SETS or samples > render_ops_fused.MAX_RAY_SAMPLES:
         return None
-    plugin = _impl.fused_plugin('render_ops', colors[0].device)
+    plugin = render_ops_fused.host_plugin(*colors, *densities, *depths)
     if plugin is None:
         return None
     for c, s, d in zip(colors, densities, depths):

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import misc
+from torch_utils.ops import render_ops_fused
 from training.volumetric_rendering import math_utils, plane_gather
 from training.volumetric_rendering.ray_marcher import (MipRayMarcher2, composite_sample_sets,
                                                       composite_sample_sets_host, interval_weights)
@@ -247,13 +248,6 @@ def ray_bounds(ray_origins: torch.Tensor, ray_directions: torch.Tensor, renderin
     return start, end
 
 
-def _host_kernels(*tensors: torch.Tensor):
-    """The renderer's host kernels (torch_utils/ops/render_ops) for CPU float32 / float64 tensors, else None."""
-    from torch_utils.ops import _impl, render_ops_fused
-    if not render_ops_fused.supports(*tensors) or not _impl.enabled():
-        return None
-    return _impl.fused_plugin('render_ops', tensors[0].device)
-
 # ----------------------------------------------------------------------------
 
 
@@ -414,7 +408,7 @@ class ImportanceRenderer(torch.nn.Module):
         stride 1) over the weights, plus 0.01; bins at the coarse midpoints; pdf = smoothed[1:-1]."""
         n, m, s, _ = z_vals.shape
         z_vals = z_vals.reshape(n * m, s)
-        plugin = _host_kernels(z_vals, weights)
+        plugin = render_ops_fused.host_plugin(z_vals, weights)
         if plugin is not None and 4 <= s <= 1024:
             # One pass per ray on the host (torch_utils/ops/render_ops), from the same uniforms.
             if det:
