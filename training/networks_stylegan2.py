@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from torch_utils import misc, persistence
-from torch_utils.ops import _impl, bias_act, conv2d_resample, fma, upfirdn2d, upfirdn2d_nhwc
+from torch_utils.ops import _impl, bias_act, conv2d_resample, fma, upfirdn2d, upfirdn2d_nhwc, winograd
 
 # ----------------------------------------------------------------------------
 # Functions.
@@ -91,6 +91,11 @@ def modulated_conv2d(
         n, _, h, wd = x.shape
         x = torch.bmm(w.reshape(batch_size, out_channels, in_channels).to(x.dtype), x.reshape(n, in_channels, h * wd))
         x = x.reshape(batch_size, out_channels, h, wd)
+        return x.add_(noise) if noise is not None else x
+
+    # Fused 3x3 without resampling, no gradients, on the CPU: Winograd F(4x4, 3x3) with the per-sample weights.
+    if kh == 3 and kw == 3 and up == 1 and down == 1 and padding == 1 and winograd.applicable(x, w):
+        x = winograd.conv3x3(x, (w if flip_weight else w.flip([3, 4])).to(x.dtype))
         return x.add_(noise) if noise is not None else x
 
     # Fused: the batch becomes the groups of one grouped convolution.

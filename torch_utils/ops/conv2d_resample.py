@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import winograd
 from .upfirdn2d import _get_filter_size, _parse_padding, upfirdn2d
 
 
@@ -109,7 +110,9 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
             x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
         return x
 
-    # No resampling.
+    # No resampling. 3x3 with padding 1 and no gradients on the CPU: Winograd F(4x4, 3x3) (winograd.py).
+    if (kh, kw, px0, px1, py0, py1, groups) == (3, 3, 1, 1, 1, 1, 1) and winograd.applicable(x, w):
+        return winograd.conv3x3(x, w if flip_weight else w.flip([2, 3]))
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
     x = upfirdn2d(x, None, padding=[px0, px1, py0, py1])

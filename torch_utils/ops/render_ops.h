@@ -97,6 +97,32 @@ struct ImportanceParams {
     int dtype;
 };
 
+// Winograd F(4x4, 3x3) transforms (winograd_kernels.cu) of a 3x3 correlation with zero padding 1:
+// tile t = (b, ty, tx) covers output pixels [4 ty, 4 ty + 4) x [4 tx, 4 tx + 4) and reads input pixels
+// from (4 ty - 1, 4 tx - 1), 6 x 6 of them (0 outside the image). Element (b, c, y, x) of an image sits
+// at b sb + y sh + x sw + c sc (any strides; sc = 1, channels-last, is the fast case). V and M are
+// [36, batch * ty * tx, c] (contiguous), tile position (a, b) = 6 a + b.
+struct WinogradInputParams {
+    const void* x;    // [batch, c, h, w] input (forward).
+    void* v;          // Forward: written, B^T d B per tile. Adjoint: read (the gradient dV).
+    void* dx;         // Adjoint: [batch, c, h, w] image gradient, accumulated (zero-filled by the caller).
+    int adjoint;      // 0: forward; 1: dx += the tiles' B dV B^T, tile rows of one parity per launch.
+    int parity;
+    int64_t batch, c, h, w, ty, tx;
+    int64_t sb, sc, sh, sw;   // Strides of x (forward) or dx (adjoint).
+    int dtype;
+};
+struct WinogradOutputParams {
+    void* m;          // Forward: read, the products per tile. Adjoint: written, A g A^T per tile.
+    void* y;          // [batch, c, h, w]: forward written (A^T m A, cropped); adjoint read (the gradient).
+    int adjoint;
+    int64_t batch, c, h, w, ty, tx;
+    int64_t sb, sc, sh, sw;   // Strides of y.
+    int dtype;
+};
+
+const char* winograd_input_launch(WinogradInputParams p, HostExec exec);
+const char* winograd_output_launch(WinogradOutputParams p, HostExec exec);
 const char* softplus_launch(SoftplusParams p, HostExec exec);
 const char* decoder_tail_launch(DecoderTailParams p, HostExec exec);
 const char* plane_gather_launch(PlaneGatherParams p, HostExec exec);

@@ -1,6 +1,6 @@
 """The renderer's host kernels (render_ops_kernels.cu) for CPU float32 / float64 tensors: softplus
 (forward in place or not, and its gradient), the OSGDecoder's output split, and the one-pass tri-plane
-gather. Callers check the device and dtype (supports()) and keep torch's path elsewhere; the
+gather; and the Winograd convolution's tile transforms (winograd_kernels.cu, used by winograd.py). Callers check the device and dtype (supports()) and keep torch's path elsewhere; the
 differentiable wrappers live with their users (training/triplane.py, volumetric_rendering/plane_gather.py).
 """
 
@@ -169,3 +169,57 @@ class Plugin:
         self.module.importance(z.data_ptr(), weights.data_ptr(), u.data_ptr(), out.data_ptr(), rays, s, u.shape[1],
                                DTYPES[z.dtype], _impl.host_exec()[0])
         return out
+
+    def _winograd(self, output: int, adjoint: int, parity: int, p0: int, p1: int, p2: int, img: torch.Tensor,
+                  c: int) -> None:
+        n, _, h, w = img.shape
+        sb, sc, sh, sw = img.stride()
+        self.module.winograd(output, adjoint, parity, p0, p1, p2, n, c, h, w, (h + 3) // 4, (w + 3) // 4, sb, sc, sh,
+                             sw, DTYPES[img.dtype], _impl.host_exec()[0])
+
+    @staticmethod
+    def _tiles(m: torch.Tensor, n: int, h: int, w: int, name: str) -> None:
+        if m.ndim != 3 or m.shape[:2] != (36, n * ((h + 3) // 4) * ((w + 3) // 4)) or not m.is_contiguous():
+            raise ValueError(f'render_ops.{name}: tiles {list(m.shape)} do not fit {n} images of {h} x {w} '
+                             f'(contiguous [36, N * ceil(H / 4) * ceil(W / 4), C])')
+
+    def winograd_input(self, x: torch.Tensor) -> torch.Tensor:
+        """V [36, N * TY * TX, C] = B^T d B of the 6x6 tiles of x [N, C, H, W] (any strides; channels-last
+        is the fast case), TY = ceil(H / 4), TX = ceil(W / 4), zero padding 1."""
+        self._check(x)
+        n, c, h, w = x.shape
+        v = x.new_empty([36, n * ((h + 3) // 4) * ((w + 3) // 4), c])
+        self._winograd(0, 0, 0, x.data_ptr(), v.data_ptr(), 0, x, c)
+        return v
+
+    def winograd_input_adjoint(self, dv: torch.Tensor, n: int, h: int, w: int,
+                               channels_last: bool = True) -> torch.Tensor:
+        """The gradient [N, C, H, W] of the image from that of V (winograd_input's transpose)."""
+        dv = dv.contiguous()
+        self._check(dv)
+        self._tiles(dv, n, h, w, 'winograd_input_adjoint')
+        c = dv.shape[2]
+        dx = dv.new_zeros([n, h, w, c]).permute(0, 3, 1, 2) if channels_last else dv.new_zeros([n, c, h, w])
+        for parity in (0, 1):
+            self._winograd(0, 1, parity, 0, dv.data_ptr(), dx.data_ptr(), dx, c)
+        return dx
+
+    def winograd_output(self, m: torch.Tensor, n: int, h: int, w: int, channels_last: bool = True) -> torch.Tensor:
+        """The image [N, C, H, W] from the tile products m [36, N * TY * TX, C]: A^T m A per tile, cropped to
+        H x W; stored channels-last, or contiguous."""
+        m = m.contiguous()
+        self._check(m)
+        self._tiles(m, n, h, w, 'winograd_output')
+        c = m.shape[2]
+        y = m.new_empty([n, h, w, c]).permute(0, 3, 1, 2) if channels_last else m.new_empty([n, c, h, w])
+        self._winograd(1, 0, 0, m.data_ptr(), y.data_ptr(), 0, y, c)
+        return y
+
+    def winograd_output_adjoint(self, dy: torch.Tensor) -> torch.Tensor:
+        """The gradient [36, N * TY * TX, C] of the tile products from that of the image (winograd_output's
+        transpose): A g A^T per tile, g the tile's 4x4 pixels (0 outside the image)."""
+        self._check(dy)
+        n, c, h, w = dy.shape
+        dm = dy.new_empty([36, n * ((h + 3) // 4) * ((w + 3) // 4), c])
+        self._winograd(1, 1, 0, dm.data_ptr(), dy.data_ptr(), 0, dy, c)
+        return dm
