@@ -227,7 +227,8 @@ def test_nvcc_compiles_the_kernels(tmp_path):
     jobs = {name: subprocess.Popen([nvcc, '-std=c++17', '-O3', '-arch=sm_80', '-c', str(OPS / name), '-o',
                                     str(tmp_path / (name + '.o'))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)
-            for name in ('bias_act_kernels.cu', 'upfirdn2d_kernels.cu', 'render_ops_kernels.cu')}
+            for name in ('bias_act_kernels.cu', 'upfirdn2d_kernels.cu', 'render_ops_kernels.cu',
+                         'winograd_kernels.cu')}
     for name, job in jobs.items():
         output = job.communicate(timeout=600)[0]
         assert job.returncode == 0, output

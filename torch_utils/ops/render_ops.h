@@ -101,7 +101,7 @@ struct ImportanceParams {
 // tile t = (b, ty, tx) covers output pixels [4 ty, 4 ty + 4) x [4 tx, 4 tx + 4) and reads input pixels
 // from (4 ty - 1, 4 tx - 1), 6 x 6 of them (0 outside the image). Element (b, c, y, x) of an image sits
 // at b sb + y sh + x sw + c sc (any strides; sc = 1, channels-last, is the fast case). V and M are
-// [36, batch * ty * tx, c] (contiguous), tile position (a, b) = 6 a + b.
+// [36, batch * tyn * tx, c] (contiguous), tile position (a, b) = 6 a + b.
 struct WinogradInputParams {
     const void* x;    // [batch, c, h, w] input (forward).
     void* v;          // Forward: written, B^T d B per tile. Adjoint: read (the gradient dV).
@@ -109,6 +109,7 @@ struct WinogradInputParams {
     int adjoint;      // 0: forward; 1: dx += the tiles' B dV B^T, tile rows of one parity per launch.
     int parity;
     int64_t batch, c, h, w, ty, tx;
+    int64_t ty0, tyn;         // The tile rows [ty0, ty0 + tyn) only (V holds those); the adjoint: all.
     int64_t sb, sc, sh, sw;   // Strides of x (forward) or dx (adjoint).
     int dtype;
 };
@@ -117,6 +118,7 @@ struct WinogradOutputParams {
     void* y;          // [batch, c, h, w]: forward written (A^T m A, cropped); adjoint read (the gradient).
     int adjoint;
     int64_t batch, c, h, w, ty, tx;
+    int64_t ty0, tyn;         // The tile rows [ty0, ty0 + tyn) only (M holds those).
     int64_t sb, sc, sh, sw;   // Strides of y.
     int dtype;
 };

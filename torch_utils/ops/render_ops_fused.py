@@ -171,49 +171,68 @@ class Plugin:
         return out
 
     def _winograd(self, output: int, adjoint: int, parity: int, p0: int, p1: int, p2: int, img: torch.Tensor,
-                  c: int) -> None:
+                  c: int, rows: tuple[int, int] | None = None) -> None:
         n, _, h, w = img.shape
+        ty = (h + 3) // 4
+        ty0, tyn = rows if rows is not None else (0, ty)
         sb, sc, sh, sw = img.stride()
-        self.module.winograd(output, adjoint, parity, p0, p1, p2, n, c, h, w, (h + 3) // 4, (w + 3) // 4, sb, sc, sh,
+        self.module.winograd(output, adjoint, parity, p0, p1, p2, n, c, h, w, ty, (w + 3) // 4, ty0, tyn, sb, sc, sh,
                              sw, DTYPES[img.dtype], _impl.host_exec()[0])
 
     @staticmethod
-    def _tiles(m: torch.Tensor, n: int, h: int, w: int, name: str) -> None:
-        if m.ndim != 3 or m.shape[:2] != (36, n * ((h + 3) // 4) * ((w + 3) // 4)) or not m.is_contiguous():
-            raise ValueError(f'render_ops.{name}: tiles {list(m.shape)} do not fit {n} images of {h} x {w} '
-                             f'(contiguous [36, N * ceil(H / 4) * ceil(W / 4), C])')
+    def _tile_rows(h: int, rows: tuple[int, int] | None) -> tuple[int, int]:
+        ty = (h + 3) // 4
+        ty0, tyn = rows if rows is not None else (0, ty)
+        if not (0 <= ty0 and 0 <= tyn and ty0 + tyn <= ty):
+            raise ValueError(f'render_ops.winograd: tile rows {rows} outside the {ty} of a {h}-pixel image')
+        return ty0, tyn
 
-    def winograd_input(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _tiles(m: torch.Tensor, n: int, tyn: int, w: int, name: str) -> None:
+        if m.ndim != 3 or m.shape[:2] != (36, n * tyn * ((w + 3) // 4)) or not m.is_contiguous():
+            raise ValueError(f'render_ops.{name}: tiles {list(m.shape)} do not fit {n} images of {tyn} tile rows '
+                             f'and width {w} (contiguous [36, N * tile rows * ceil(W / 4), C])')
+
+    def winograd_input(self, x: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """V [36, N * TY * TX, C] = B^T d B of the 6x6 tiles of x [N, C, H, W] (any strides; channels-last
-        is the fast case), TY = ceil(H / 4), TX = ceil(W / 4), zero padding 1."""
+        is the fast case), TY = ceil(H / 4), TX = ceil(W / 4), zero padding 1. rows = (first, count): only
+        those tile rows (TY = count)."""
         self._check(x)
         n, c, h, w = x.shape
-        v = x.new_empty([36, n * ((h + 3) // 4) * ((w + 3) // 4), c])
-        self._winograd(0, 0, 0, x.data_ptr(), v.data_ptr(), 0, x, c)
+        ty0, tyn = self._tile_rows(h, rows)
+        v = x.new_empty([36, n * tyn * ((w + 3) // 4), c])
+        self._winograd(0, 0, 0, x.data_ptr(), v.data_ptr(), 0, x, c, (ty0, tyn))
         return v
 
     def winograd_input_adjoint(self, dv: torch.Tensor, n: int, h: int, w: int,
                                channels_last: bool = True) -> torch.Tensor:
-        """The gradient [N, C, H, W] of the image from that of V (winograd_input's transpose)."""
+        """The gradient [N, C, H, W] of the image from that of V (winograd_input's transpose, all tile rows)."""
         dv = dv.contiguous()
         self._check(dv)
-        self._tiles(dv, n, h, w, 'winograd_input_adjoint')
+        self._tiles(dv, n, (h + 3) // 4, w, 'winograd_input_adjoint')
         c = dv.shape[2]
         dx = dv.new_zeros([n, h, w, c]).permute(0, 3, 1, 2) if channels_last else dv.new_zeros([n, c, h, w])
         for parity in (0, 1):
             self._winograd(0, 1, parity, 0, dv.data_ptr(), dx.data_ptr(), dx, c)
         return dx
 
-    def winograd_output(self, m: torch.Tensor, n: int, h: int, w: int, channels_last: bool = True) -> torch.Tensor:
+    def winograd_output(self, m: torch.Tensor, n: int, h: int, w: int, channels_last: bool = True,
+                        out: torch.Tensor | None = None, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """The image [N, C, H, W] from the tile products m [36, N * TY * TX, C]: A^T m A per tile, cropped to
-        H x W; stored channels-last, or contiguous."""
+        H x W; stored channels-last, or contiguous, or into `out` (any strides). rows = (first, count): m
+        holds only those tile rows, and only their pixels are written."""
         m = m.contiguous()
         self._check(m)
-        self._tiles(m, n, h, w, 'winograd_output')
+        ty0, tyn = self._tile_rows(h, rows)
+        self._tiles(m, n, tyn, w, 'winograd_output')
         c = m.shape[2]
-        y = m.new_empty([n, h, w, c]).permute(0, 3, 1, 2) if channels_last else m.new_empty([n, c, h, w])
-        self._winograd(1, 0, 0, m.data_ptr(), y.data_ptr(), 0, y, c)
-        return y
+        if out is None:
+            out = m.new_empty([n, h, w, c]).permute(0, 3, 1, 2) if channels_last else m.new_empty([n, c, h, w])
+        elif out.shape != (n, c, h, w):
+            raise ValueError(f'render_ops.winograd_output: out {list(out.shape)} is not {[n, c, h, w]}')
+        self._check(m, out)
+        self._winograd(1, 0, 0, m.data_ptr(), out.data_ptr(), 0, out, c, (ty0, tyn))
+        return out
 
     def winograd_output_adjoint(self, dy: torch.Tensor) -> torch.Tensor:
         """The gradient [36, N * TY * TX, C] of the tile products from that of the image (winograd_output's

@@ -125,25 +125,26 @@ static PyObject* py_importance(PyObject*, PyObject* args) {
 
 static PyObject* py_winograd(PyObject*, PyObject* args) {
     unsigned long long a, b, c2;
-    long long batch, c, h, w, ty, tx, sb, sc, sh, sw;
+    long long batch, c, h, w, ty, tx, ty0, tyn, sb, sc, sh, sw;
     int output, adjoint, parity, dtype, num_threads;
-    if (!PyArg_ParseTuple(args, "iiiKKKLLLLLLLLLLii", &output, &adjoint, &parity, &a, &b, &c2, &batch, &c, &h, &w,
-                          &ty, &tx, &sb, &sc, &sh, &sw, &dtype, &num_threads))
+    if (!PyArg_ParseTuple(args, "iiiKKKLLLLLLLLLLLLii", &output, &adjoint, &parity, &a, &b, &c2, &batch, &c, &h, &w,
+                          &ty, &tx, &ty0, &tyn, &sb, &sc, &sh, &sw, &dtype, &num_threads))
         return nullptr;
     const eg::HostExec exec{num_threads, false};
     if (output) {
-        const eg::WinogradOutputParams p{eg_ptr(a), eg_ptr(b), adjoint, batch, c, h, w, ty, tx, sb, sc, sh, sw,
-                                         dtype};
+        const eg::WinogradOutputParams p{eg_ptr(a), eg_ptr(b), adjoint, batch, c, h, w, ty, tx, ty0, tyn, sb, sc,
+                                         sh, sw, dtype};
         return eg_run("winograd_output", [&] { return eg::winograd_output_launch(p, exec); });
     }
     const eg::WinogradInputParams p{eg_ptr(a), eg_ptr(b), eg_ptr(c2), adjoint, parity, batch, c, h, w, ty, tx,
-                                    sb, sc, sh, sw, dtype};
+                                    ty0, tyn, sb, sc, sh, sw, dtype};
     return eg_run("winograd_input", [&] { return eg::winograd_input_launch(p, exec); });
 }
 
 static PyMethodDef methods[] = {
     {"winograd", py_winograd, METH_VARARGS,
-     "winograd(output, adjoint, parity, p0, p1, p2, batch, c, h, w, ty, tx, sb, sc, sh, sw, dtype, num_threads): "
+     "winograd(output, adjoint, parity, p0, p1, p2, batch, c, h, w, ty, tx, ty0, tyn, sb, sc, sh, sw, dtype, "
+     "num_threads): "
      "output 0, the input transform: p0 x, p1 V, p2 dx (adjoint); output 1, the output transform: p0 M, p1 y."},
     {"softplus", py_softplus, METH_VARARGS,
      "softplus(x, dy, out, n, mode, dtype, num_threads): pointers as integers (0 for none)."},

@@ -22,6 +22,7 @@ from . import render_ops_fused
 
 MIN_CHANNEL_PRODUCT = 64 * 64  # C_in * C_out.
 MIN_SIZE = 32
+BAND_BYTES = 32 * 2 ** 20  # Tile buffer size per band without autograd.
 ENABLED = os.environ.get('EG3D_WINOGRAD', '1') != '0'
 
 # The transforms for the points 0, 1, -1, 2, -2 and infinity.
@@ -121,14 +122,40 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     The result is stored as x is (channels-last or contiguous). Differentiable to any order (the
     transforms' backward passes are each other's transposes). Callers check applicable() first."""
     n, c, h, wd = x.shape
-    v = _Input.apply(x)                                            # [36, N * T, C_in]
     u = transform_weight(w)
+    if not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        return _conv3x3_bands(x, u, w.ndim == 5)
+    v = _Input.apply(x)                                            # [36, N * T, C_in]
     if w.ndim == 4:
         m = torch.bmm(v, u)                                        # [36, N * T, C_out]
     else:
         t = v.shape[1] // n
         m = torch.bmm(v.view(36 * n, t, c), u.reshape(36 * n, c, -1)).view(36, n * t, -1)
     return _Output.apply(m, n, h, wd, _is_nhwc(x))
+
+
+def _conv3x3_bands(x: torch.Tensor, u: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    """conv3x3 without autograd, in bands of tile rows so that the tile buffers (V and M, 2.25x the
+    input and output each) stay within BAND_BYTES (the peak memory of big layers)."""
+    plugin = render_ops_fused.host_plugin(x)
+    n, c, h, wd = x.shape
+    o = u.shape[-1]
+    ty, tx = (h + 3) // 4, (wd + 3) // 4
+    per_row = 36 * n * tx * max(c, o) * x.element_size()
+    band = max(1, min(ty, BAND_BYTES // per_row))
+    nhwc = _is_nhwc(x)
+    y = x.new_empty([n, h, wd, o]).permute(0, 3, 1, 2) if nhwc else x.new_empty([n, o, h, wd])
+    for ty0 in range(0, ty, band):
+        rows = (ty0, min(band, ty - ty0))
+        v = plugin.winograd_input(x, rows)                         # [36, N * rows * TX, C_in]
+        if per_sample:
+            t = v.shape[1] // n
+            m = torch.bmm(v.view(36 * n, t, c), u.reshape(36 * n, c, o)).view(36, n * t, o)
+        else:
+            m = torch.bmm(v, u)
+        del v
+        plugin.winograd_output(m, n, h, wd, out=y, rows=rows)
+    return y
 
 
 def reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

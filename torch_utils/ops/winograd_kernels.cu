@@ -197,13 +197,14 @@ struct WinogradInputKernel {
         constexpr int L = Vec<T>::lanes;
         const int64_t chunk = int64_t(kChunkVectors) * L;
         const int64_t chunks = (p.c + chunk - 1) / chunk;
-        const int64_t row_blocks = p.adjoint ? (p.ty + 1 - p.parity) / 2 : p.ty;
+        const int64_t row_blocks = p.adjoint ? (p.ty + 1 - p.parity) / 2 : p.tyn;
         const int64_t b = blk.idx_x() / (row_blocks * chunks);
         const int64_t rb = blk.idx_x() / chunks % row_blocks, k = blk.idx_x() % chunks;
-        const int64_t ty = p.adjoint ? 2 * rb + p.parity : rb;
+        const int64_t ty = p.adjoint ? 2 * rb + p.parity : p.ty0 + rb;
+        const int64_t tyl = ty - p.ty0;  // The tile row within V.
         const int64_t c0 = k * chunk, cn = p.c - c0 < chunk ? p.c - c0 : chunk;
         const int64_t cb = (cn + L - 1) / L * L;
-        const int64_t pos_stride = p.batch * p.ty * p.tx * p.c;
+        const int64_t pos_stride = p.batch * p.tyn * p.tx * p.c;
         T* v = static_cast<T*>(p.v);
         const bool direct = p.sc == 1 && p.c % L == 0;
         const int64_t width = 4 * p.tx + 2;
@@ -213,7 +214,7 @@ struct WinogradInputKernel {
         if (!p.adjoint) {
             if (!direct) stage_in(st, p, x, b, 4 * ty - 1, 6, -1, width, c0, cn, cb);
             for (int64_t tx = 0; tx < p.tx; ++tx) {
-                T* out = v + ((b * p.ty + ty) * p.tx + tx) * p.c + c0;
+                T* out = v + ((b * p.tyn + tyl) * p.tx + tx) * p.c + c0;
                 for (int64_t l = 0; l < cb; l += L) {
                     auto in = [&](int i, int j) -> V {
                         if (!direct) return vload<V>(st.pixel(i, 4 * tx + j) + l);
@@ -241,7 +242,7 @@ struct WinogradInputKernel {
         st.width = width, st.cb = cb;
         st.buf.assign(size_t(6 * width * cb), T(0));
         for (int64_t tx = 0; tx < p.tx; ++tx) {
-            const T* src = v + ((b * p.ty + ty) * p.tx + tx) * p.c + c0;
+            const T* src = v + ((b * p.tyn + tyl) * p.tx + tx) * p.c + c0;
             for (int64_t l = 0; l < cb; l += L) {
                 auto in = [&](int a, int bb) -> V {
                     const T* s = src + (a * 6 + bb) * pos_stride + l;
@@ -271,10 +272,11 @@ struct WinogradOutputKernel {
         constexpr int L = Vec<T>::lanes;
         const int64_t chunk = int64_t(kChunkVectors) * L;
         const int64_t chunks = (p.c + chunk - 1) / chunk;
-        const int64_t b = blk.idx_x() / (p.ty * chunks), ty = blk.idx_x() / chunks % p.ty, k = blk.idx_x() % chunks;
+        const int64_t b = blk.idx_x() / (p.tyn * chunks), tyl = blk.idx_x() / chunks % p.tyn;
+        const int64_t ty = p.ty0 + tyl, k = blk.idx_x() % chunks;
         const int64_t c0 = k * chunk, cn = p.c - c0 < chunk ? p.c - c0 : chunk;
         const int64_t cb = (cn + L - 1) / L * L;
-        const int64_t pos_stride = p.batch * p.ty * p.tx * p.c;
+        const int64_t pos_stride = p.batch * p.tyn * p.tx * p.c;
         T* m = static_cast<T*>(p.m);
         T* y = static_cast<T*>(p.y);
         const bool direct = p.sc == 1 && p.c % L == 0;
@@ -287,7 +289,7 @@ struct WinogradOutputKernel {
                 st.buf.assign(size_t(4 * width * cb), T(0));
             }
             for (int64_t tx = 0; tx < p.tx; ++tx) {
-                const T* src = m + ((b * p.ty + ty) * p.tx + tx) * p.c + c0;
+                const T* src = m + ((b * p.tyn + tyl) * p.tx + tx) * p.c + c0;
                 const int cols = p.w - tx * 4 < 4 ? int(p.w - tx * 4) : 4;
                 for (int64_t l = 0; l < cb; l += L) {
                     auto in = [&](int a, int bb) -> V {
@@ -311,7 +313,7 @@ struct WinogradOutputKernel {
         // Adjoint: dY's tile (4 x 4, zero outside the image) -> dM_t = A g A^T (6 x 6).
         if (!direct) stage_in(st, p, static_cast<const T*>(p.y), b, 4 * ty, 4, 0, width, c0, cn, cb);
         for (int64_t tx = 0; tx < p.tx; ++tx) {
-            T* dst0 = m + ((b * p.ty + ty) * p.tx + tx) * p.c + c0;
+            T* dst0 = m + ((b * p.tyn + tyl) * p.tx + tx) * p.c + c0;
             for (int64_t l = 0; l < cb; l += L) {
                 auto in = [&](int i, int j) -> V {
                     if (!direct) return vload<V>(st.pixel(i, 4 * tx + j) + l);
@@ -353,7 +355,9 @@ int64_t chunks_of(const P& p, int lanes) {
 const char* winograd_input_launch(WinogradInputParams p, HostExec exec) {
     if (p.ty != (p.h + 3) / 4 || p.tx != (p.w + 3) / 4) return "tile counts do not match the image";
     if (p.adjoint && p.parity != 0 && p.parity != 1) return "parity must be 0 or 1";
-    const int64_t rows = p.adjoint ? (p.ty + 1 - p.parity) / 2 : p.ty;
+    if (p.ty0 < 0 || p.tyn < 0 || p.ty0 + p.tyn > p.ty || (p.adjoint && (p.ty0 != 0 || p.tyn != p.ty)))
+        return "tile rows out of range (the adjoint takes all of them)";
+    const int64_t rows = p.adjoint ? (p.ty + 1 - p.parity) / 2 : p.tyn;
     if (p.dtype == kFloat32)
         return run_blocks<WinogradInputKernel<float>>(p, p.batch * rows * chunks_of(p, Vec<float>::lanes), exec);
     if (p.dtype == kFloat64)
@@ -363,10 +367,11 @@ const char* winograd_input_launch(WinogradInputParams p, HostExec exec) {
 
 const char* winograd_output_launch(WinogradOutputParams p, HostExec exec) {
     if (p.ty != (p.h + 3) / 4 || p.tx != (p.w + 3) / 4) return "tile counts do not match the image";
+    if (p.ty0 < 0 || p.tyn < 0 || p.ty0 + p.tyn > p.ty) return "tile rows out of range";
     if (p.dtype == kFloat32)
-        return run_blocks<WinogradOutputKernel<float>>(p, p.batch * p.ty * chunks_of(p, Vec<float>::lanes), exec);
+        return run_blocks<WinogradOutputKernel<float>>(p, p.batch * p.tyn * chunks_of(p, Vec<float>::lanes), exec);
     if (p.dtype == kFloat64)
-        return run_blocks<WinogradOutputKernel<double>>(p, p.batch * p.ty * chunks_of(p, Vec<double>::lanes), exec);
+        return run_blocks<WinogradOutputKernel<double>>(p, p.batch * p.tyn * chunks_of(p, Vec<double>::lanes), exec);
     return "unsupported dtype";
 }
 
