@@ -7,6 +7,7 @@ own process, peak RSS of the process including set-up. Prints ours beside upstre
     .venv/bin/python benchmarks/bench_baseline.py --rows small_forward,small_gmain
     .venv/bin/python benchmarks/bench_baseline.py --markdown          # the table of docs/perf.md
     .venv/bin/python benchmarks/bench_baseline.py --threads 1         # upstream's figures are 2 threads
+    .venv/bin/python benchmarks/bench_baseline.py --omp-passive 1     # on a machine shared with other work
 
 The rows are bench_models.py's (configurations, cameras, the loss phases); this script only selects
 upstream's rows and reports against them. Besides the wall-time median, the process CPU time of a step
@@ -71,8 +72,10 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=2, help='torch threads (upstream figures: 2)')
-    parser.add_argument('--omp-passive', type=int, default=1,
-                        help='OMP_WAIT_POLICY=PASSIVE for the rows (1, default) or the OpenMP default (0)')
+    parser.add_argument('--omp-passive', type=int, default=0,
+                        help='OMP_WAIT_POLICY=PASSIVE for the rows (1: for a machine shared with other work) or '
+                             'the environment\'s (0, default: the OpenMP default unless set, as train.py runs and '
+                             'as upstream\'s figures were taken)')
     parser.add_argument('--markdown', action='store_true', help='also print the markdown table of docs/perf.md')
     parser.add_argument('--profile', action='store_true', help='print a profile of one extra step per row')
     args = parser.parse_args()
@@ -83,7 +86,8 @@ def main() -> None:
         parser.error(f'unknown rows {unknown}; choose from {BASELINE_ROWS} or "all"')
     import torch
     print(f'torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
-          f'{args.threads} threads, OMP_WAIT_POLICY={"PASSIVE" if args.omp_passive else "default"}, '
+          f'{args.threads} threads, OMP_WAIT_POLICY='
+          f'{"PASSIVE" if args.omp_passive else os.environ.get("OMP_WAIT_POLICY", "default")}, '
           f'EG3D_FUSED_OPS={os.environ.get("EG3D_FUSED_OPS", "1")}, {args.warmup} warm-up + median of '
           f'{args.repeats}, one process per row, load average before {os.getloadavg()[0]:.2f}', flush=True)
     results = []

@@ -231,8 +231,10 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=2, help='torch threads (upstream figures: 2)')
-    parser.add_argument('--omp-passive', type=int, default=1, help='run rows with OMP_WAIT_POLICY=PASSIVE (1) or '
-                        'the OpenMP default (0); passive avoids 10-40x slowdowns when the cores are shared')
+    parser.add_argument('--omp-passive', type=int, default=0, help='run rows with OMP_WAIT_POLICY=PASSIVE (1) or '
+                        'with the environment\'s (0, default: the OpenMP default unless set, as train.py runs); '
+                        'passive avoids 10-40x slowdowns when the cores are shared, and costs 5-15%% on a quiet '
+                        'machine')
     parser.add_argument('--markdown', action='store_true', help='print a table for docs/perf.md')
     parser.add_argument('--profile', action='store_true', help='print a profile of one extra step per row')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)

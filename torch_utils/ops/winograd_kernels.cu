@@ -208,7 +208,8 @@ struct WinogradInputKernel {
         T* v = static_cast<T*>(p.v);
         const bool direct = p.sc == 1 && p.c % L == 0;
         const int64_t width = 4 * p.tx + 2;
-        thread_local Stage<T> st;
+        thread_local Stage<T> st_tls;
+        Stage<T>& st = st_tls;  // (A plain reference: every use of a thread_local calls its TLS wrapper.)
         const T* x = static_cast<const T*>(p.x);
         T* dx = static_cast<T*>(p.dx);
         if (!p.adjoint) {
@@ -282,7 +283,8 @@ struct WinogradOutputKernel {
         const bool direct = p.sc == 1 && p.c % L == 0;
         const int64_t width = 4 * p.tx;
         const int rows = p.h - ty * 4 < 4 ? int(p.h - ty * 4) : 4;
-        thread_local Stage<T> st;
+        thread_local Stage<T> st_tls;
+        Stage<T>& st = st_tls;  // (A plain reference: every use of a thread_local calls its TLS wrapper.)
         if (!p.adjoint) {
             if (!direct) {
                 st.width = width, st.cb = cb;
