@@ -4,12 +4,20 @@ Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): each 4
 pixels is A^T [(G g G^T) * (B^T d B)] A for its 6x6 input tile d and the 3x3 kernel g, so that per
 tile and channel pair the product takes 36 multiplications instead of 144. Over the channels this is
 36 matrix products (one per tile position), [tiles, C_in] @ [C_in, C_out], 4x fewer multiply-adds
-than the direct convolution, plus two passes over the images for the transforms (host kernels in
-winograd_kernels.cu). float32 rounding is several times that of the direct convolution (about 1e-5
-relative at 128 channels; the official fixture's outputs still match to a few 1e-6).
+than the direct convolution, plus passes over the images for the transforms (host kernels in
+winograd_kernels.cu, reading and writing channels-last or NCHW images). The backward is the same
+three steps transposed: the transforms' adjoints (host kernels) and torch's matrix products, so
+gradients of any order flow (R1 needs the second).
 
-Used where it was measured to pay (2 threads): no gradients needed (the backward stays torch's),
-float32 on the CPU, both channel counts at least MIN_CHANNELS. EG3D_WINOGRAD=0 turns it off.
+float32 rounding is several times that of the direct convolution (about 1e-5 relative at 128
+channels); the official fixture's outputs and loss gradients still match to a few 1e-6.
+
+Used where it was measured to pay (2 threads, forward and forward + backward): float32 on the CPU,
+C_in * C_out >= MIN_CHANNEL_PRODUCT, images of at least MIN_SIZE pixels a side, the host kernels
+available (EG3D_FUSED_OPS). At 128 -> 128 channels, 4 x 64²: forward 27 -> 14-17 ms, forward + backward
+92 -> 51 ms; at 32 x 32 channels it no longer pays. Without autograd the tiles are processed in bands
+of rows (BAND_BYTES), so that large layers do not hold 2.25x their input and output in tile buffers.
+EG3D_WINOGRAD=0 turns it off (torch's convolution everywhere).
 """
 
 from __future__ import annotations
