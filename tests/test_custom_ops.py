@@ -228,7 +228,7 @@ def test_nvcc_compiles_the_kernels(tmp_path):
                                     str(tmp_path / (name + '.o'))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)
             for name in ('bias_act_kernels.cu', 'upfirdn2d_kernels.cu', 'render_ops_kernels.cu',
-                         'winograd_kernels.cu')}
+                         'winograd_kernels.cu', 'fir_kernels.cu')}
     for name, job in jobs.items():
         output = job.communicate(timeout=600)[0]
         assert job.returncode == 0, output

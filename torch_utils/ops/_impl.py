@@ -37,7 +37,7 @@ PLUGINS: dict[str, custom_ops.PluginSpec] = {
                                             ('filtered_lrelu_plugin.cpp', 'filtered_lrelu_kernels.cu'),
                                             _COMMON + ('filtered_lrelu.h',), _SRC),
     'render_ops': custom_ops.PluginSpec('render_ops', ('render_ops_plugin.cpp', 'render_ops_kernels.cu',
-                                                         'winograd_kernels.cu'),
+                                                         'winograd_kernels.cu', 'fir_kernels.cu'),
                                         _COMMON + ('render_ops.h',), _SRC),
 }
 _WRAPPERS = {'bias_act': 'torch_utils.ops.bias_act_fused', 'upfirdn2d': 'torch_utils.ops.upfirdn2d_fused',

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import winograd
+from . import render_ops_fused, winograd
 from .upfirdn2d import _get_filter_size, _parse_padding, upfirdn2d
 
 
@@ -45,6 +45,28 @@ def _channels_last_transpose(x: torch.Tensor, wt: torch.Tensor, groups: int) -> 
         return CHANNELS_LAST_TRANSPOSE_GROUPED
     return (x.shape[2] * x.shape[3] >= CHANNELS_LAST_TRANSPOSE_MIN_PIXELS
             or wt.shape[1] >= CHANNELS_LAST_TRANSPOSE_MIN_WIDENING * wt.shape[0])
+
+
+def _fir4_taps(f: torch.Tensor, flip_filter: bool, gain: float) -> tuple[list[float], list[float]] | None:
+    """(fx, fy) correlation taps of upfirdn2d's filter f (gain in fy) when it is a separable 4 x 4 (or 1-D
+    4-tap) filter, else None."""
+    if f.shape not in ((4,), (4, 4)):
+        return None
+    g = f.detach().to('cpu', torch.float64)
+    if not flip_filter:  # upfirdn2d convolves (flips the taps) unless asked to correlate.
+        g = g.flip(list(range(g.ndim)))
+    if g.ndim == 1:
+        return g.tolist(), (g * gain).tolist()
+    fy, fx = g.sum(1), g.sum(0)
+    total = g.sum()
+    if total == 0 or not torch.allclose(torch.outer(fy, fx) / total, g, rtol=1e-6, atol=1e-9):
+        return None
+    return fx.tolist(), (fy / total * gain).tolist()
+
+
+def _fir4_padding_ok(pad: tuple[int, int, int, int]) -> bool:
+    x0, x1, y0, y1 = pad
+    return 0 <= x0 <= 3 and 0 <= y0 <= 3 and x1 <= 3 and y1 <= 3
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
@@ -102,10 +124,20 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         py0, py1 = py0 - (kh - 1), py1 - (kh - up)
         cx = max(min(-px0, -px1), 0)  # Crop shared by both sides: done inside conv_transpose2d.
         cy = max(min(-py0, -py1), 0)
-        if _channels_last_transpose(x, wt, groups):
+        channels_last = _channels_last_transpose(x, wt, groups)
+        if channels_last:
             wt = wt.contiguous(memory_format=torch.channels_last)
         x = F.conv_transpose2d(x, wt, stride=up, padding=[cy, cx], groups=groups)
-        x = upfirdn2d(x, f, padding=[px0 + cx, px1 + cx, py0 + cy, py1 + cy], gain=up ** 2, flip_filter=flip_filter)
+        pad = (px0 + cx, px1 + cx, py0 + cy, py1 + cy)
+        # Under no_grad only (not merely when nothing requires grad), so that which parameters are frozen
+        # does not change the result's last bits.
+        taps = _fir4_taps(f, flip_filter, up ** 2) \
+            if channels_last and x.stride(1) == 1 and not torch.is_grad_enabled() else None
+        plugin = render_ops_fused.host_plugin(x) if taps is not None and _fir4_padding_ok(pad) else None
+        if plugin is not None:  # The channels-last output filtered channels-last, written NCHW.
+            x = plugin.fir4_nhwc(x, taps[0], taps[1], pad)
+        else:
+            x = upfirdn2d(x, f, padding=list(pad), gain=up ** 2, flip_filter=flip_filter)
         if down > 1:
             x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
         return x

@@ -123,6 +123,20 @@ struct WinogradOutputParams {
     int dtype;
 };
 
+// A separable 4-tap FIR without resampling (fir_kernels.cu): y[b, c, oy, ox] = sum_ij fy[i] fx[j]
+// x[b, c, oy + i - pad_y, ox + j - pad_x] (zero outside the image), from a channels-last x (unit channel
+// stride) into a contiguous (NCHW) y [batch, c, out_h, out_w]. Padding before: 0 to 3; after: at most 3.
+struct Fir4Params {
+    const void* x;
+    void* y;
+    int64_t batch, c, in_h, in_w, out_h, out_w;
+    int64_t x_sb, x_sh, x_sw;
+    int64_t pad_x, pad_y;
+    double fx[4], fy[4];
+    int dtype;
+};
+
+const char* fir4_nhwc_launch(Fir4Params p, HostExec exec);
 const char* winograd_input_launch(WinogradInputParams p, HostExec exec);
 const char* winograd_output_launch(WinogradOutputParams p, HostExec exec);
 const char* softplus_launch(SoftplusParams p, HostExec exec);

@@ -1,7 +1,9 @@
 """The renderer's host kernels (render_ops_kernels.cu) for CPU float32 / float64 tensors: softplus
 (forward in place or not, and its gradient), the OSGDecoder's output split, and the one-pass tri-plane
-gather; and the Winograd convolution's tile transforms (winograd_kernels.cu, used by winograd.py). Callers check the device and dtype (supports()) and keep torch's path elsewhere; the
-differentiable wrappers live with their users (training/triplane.py, volumetric_rendering/plane_gather.py).
+gather; the Winograd convolution's tile transforms (winograd_kernels.cu, used by winograd.py); and a
+4-tap FIR from channels-last into NCHW (fir_kernels.cu, used by conv2d_resample). Callers check the
+device and dtype (supports()) and keep torch's path elsewhere; the differentiable wrappers live with
+their users (training/triplane.py, volumetric_rendering/plane_gather.py).
 """
 
 from __future__ import annotations
@@ -242,3 +244,22 @@ class Plugin:
         dm = dy.new_empty([36, n * ((h + 3) // 4) * ((w + 3) // 4), c])
         self._winograd(1, 1, 0, dm.data_ptr(), dy.data_ptr(), 0, dy, c)
         return dm
+
+    def fir4_nhwc(self, x: torch.Tensor, fx: list[float], fy: list[float],
+                  padding: tuple[int, int, int, int]) -> torch.Tensor:
+        """y[n, c, oy, ox] = sum_ij fy[i] fx[j] x[n, c, oy + i - y0, ox + j - x0] (zero outside the image): x
+        [N, C, H, W] channels-last (unit channel stride, any pixel strides), padding (x0, x1, y0, y1) with
+        x0, y0 in [0, 3] and x1, y1 <= 3 (negative: crop). Returns a contiguous [N, C, H', W']."""
+        self._check(x)
+        n, c, h, w = x.shape
+        x0, x1, y0, y1 = padding
+        out_h, out_w = h + y0 + y1 - 3, w + x0 + x1 - 3
+        if (x.stride(1) != 1 and c > 1) or len(fx) != 4 or len(fy) != 4 or not (0 <= x0 <= 3 and 0 <= y0 <= 3) \
+                or x1 > 3 or y1 > 3 or out_h < 1 or out_w < 1:
+            raise ValueError(f'render_ops.fir4_nhwc: x {list(x.shape)} (strides {x.stride()}), padding {padding} '
+                             f'do not fit (unit channel stride, 4 taps, padding before 0-3, after at most 3)')
+        y = x.new_empty([n, c, out_h, out_w])
+        self.module.fir4_nhwc(x.data_ptr(), y.data_ptr(), n, c, h, w, out_h, out_w, x.stride(0), x.stride(2),
+                              x.stride(3), x0, y0, *[float(v) for v in fx], *[float(v) for v in fy],
+                              DTYPES[x.dtype], _impl.host_exec()[0])
+        return y

@@ -141,7 +141,25 @@ static PyObject* py_winograd(PyObject*, PyObject* args) {
     return eg_run("winograd_input", [&] { return eg::winograd_input_launch(p, exec); });
 }
 
+static PyObject* py_fir4_nhwc(PyObject*, PyObject* args) {
+    unsigned long long x, y;
+    long long batch, c, in_h, in_w, out_h, out_w, x_sb, x_sh, x_sw, pad_x, pad_y;
+    double fx0, fx1, fx2, fx3, fy0, fy1, fy2, fy3;
+    int dtype, num_threads;
+    if (!PyArg_ParseTuple(args, "KKLLLLLLLLLLLddddddddii", &x, &y, &batch, &c, &in_h, &in_w, &out_h, &out_w, &x_sb,
+                          &x_sh, &x_sw, &pad_x, &pad_y, &fx0, &fx1, &fx2, &fx3, &fy0, &fy1, &fy2, &fy3, &dtype,
+                          &num_threads))
+        return nullptr;
+    const eg::Fir4Params p{eg_ptr(x), eg_ptr(y), batch, c, in_h, in_w, out_h, out_w, x_sb, x_sh, x_sw, pad_x, pad_y,
+                           {fx0, fx1, fx2, fx3}, {fy0, fy1, fy2, fy3}, dtype};
+    const eg::HostExec exec{num_threads, false};
+    return eg_run("fir4_nhwc", [&] { return eg::fir4_nhwc_launch(p, exec); });
+}
+
 static PyMethodDef methods[] = {
+    {"fir4_nhwc", py_fir4_nhwc, METH_VARARGS,
+     "fir4_nhwc(x, y, batch, c, in_h, in_w, out_h, out_w, x_sb, x_sh, x_sw, pad_x, pad_y, fx0..fx3, fy0..fy3, dtype, "
+     "num_threads)."},
     {"winograd", py_winograd, METH_VARARGS,
      "winograd(output, adjoint, parity, p0, p1, p2, batch, c, h, w, ty, tx, ty0, tyn, sb, sc, sh, sw, dtype, "
      "num_threads): "

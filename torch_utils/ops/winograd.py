@@ -131,8 +131,8 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     transforms' backward passes are each other's transposes). Callers check applicable() first."""
     n, c, h, wd = x.shape
     u = transform_weight(w)
-    if not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
-        return _conv3x3_bands(x, u, w.ndim == 5)
+    if not torch.is_grad_enabled():  # Not merely nothing requiring grad: the path (and the last bits)
+        return _conv3x3_bands(x, u, w.ndim == 5)  # then depend on the grad mode alone.
     v = _Input.apply(x)                                            # [36, N * T, C_in]
     if w.ndim == 4:
         m = torch.bmm(v, u)                                        # [36, N * T, C_out]
