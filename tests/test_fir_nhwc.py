@@ -73,3 +73,16 @@ def test_conv2d_resample_upsampling_channels_last(plugin, monkeypatch, groups):
     up = upfirdn2d.upfirdn2d_ref(x, f, up=2, padding=[3, 2, 3, 2], gain=4)
     ref = F.conv2d(up, w.flip([2, 3]), groups=groups)
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_fir4_taps_follow_the_filter():
+    """The taps are remembered per filter tensor, and recomputed after an in-place change or for a new one."""
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    fx, fy = conv2d_resample._fir4_taps(f, False, 4.0)
+    torch.testing.assert_close(torch.outer(torch.tensor(fy), torch.tensor(fx)), f.double() * 4, rtol=1e-12, atol=0)
+    with torch.no_grad():
+        f.copy_(upfirdn2d.setup_filter([1, 2, 3, 4]))
+    fx, fy = conv2d_resample._fir4_taps(f, False, 1.0)
+    torch.testing.assert_close(torch.outer(torch.tensor(fy), torch.tensor(fx)), f.double().flip([0, 1]),
+                               rtol=1e-6, atol=1e-9)                     # Convolution: flipped taps.
+    assert conv2d_resample._fir4_taps(upfirdn2d.setup_filter([1, 3, 3, 1]), True, 2.0)[1] == [0.25, 0.75, 0.75, 0.25]

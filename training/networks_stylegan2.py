@@ -93,7 +93,7 @@ def modulated_conv2d(
         x = x.reshape(batch_size, out_channels, h, wd)
         return x.add_(noise) if noise is not None else x
 
-    # Fused 3x3 without resampling, no gradients, on the CPU: Winograd F(4x4, 3x3) with the per-sample weights.
+    # Fused 3x3 without resampling on the CPU: Winograd F(4x4, 3x3) with the per-sample weights, where it pays.
     if kh == 3 and kw == 3 and up == 1 and down == 1 and padding == 1 and winograd.applicable(x, w):
         x = winograd.conv3x3(x, (w if flip_weight else w.flip([3, 4])).to(x.dtype))
         return x.add_(noise) if noise is not None else x

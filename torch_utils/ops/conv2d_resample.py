@@ -7,6 +7,8 @@ same thing with less work (the transposed convolution never multiplies the inser
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
@@ -47,11 +49,25 @@ def _channels_last_transpose(x: torch.Tensor, wt: torch.Tensor, groups: int) -> 
             or wt.shape[1] >= CHANNELS_LAST_TRANSPOSE_MIN_WIDENING * wt.shape[0])
 
 
+_fir4_cache: dict[int, tuple] = {}  # id(filter) -> (weak reference, (version, flip, gain), taps).
+
+
 def _fir4_taps(f: torch.Tensor, flip_filter: bool, gain: float) -> tuple[list[float], list[float]] | None:
     """(fx, fy) correlation taps of upfirdn2d's filter f (gain in fy) when it is a separable 4 x 4 (or 1-D
-    4-tap) filter, else None."""
+    4-tap) filter, else None. Remembered per filter tensor (a layer's buffer) and version."""
     if f.shape not in ((4,), (4, 4)):
         return None
+    key = (f._version, bool(flip_filter), float(gain))
+    cached = _fir4_cache.get(id(f))  # (weak reference to f, key, taps); the reference guards against id reuse.
+    if cached is None or cached[0]() is not f or cached[1] != key:
+        if len(_fir4_cache) > 256:
+            _fir4_cache.clear()
+        cached = (weakref.ref(f), key, _separable_taps(f, flip_filter, gain))
+        _fir4_cache[id(f)] = cached
+    return cached[2]
+
+
+def _separable_taps(f: torch.Tensor, flip_filter: bool, gain: float) -> tuple[list[float], list[float]] | None:
     g = f.detach().to('cpu', torch.float64)
     if not flip_filter:  # upfirdn2d convolves (flips the taps) unless asked to correlate.
         g = g.flip(list(range(g.ndim)))
@@ -142,7 +158,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
             x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
         return x
 
-    # No resampling. 3x3 with padding 1 and no gradients on the CPU: Winograd F(4x4, 3x3) (winograd.py).
+    # No resampling. 3x3 with padding 1 on the CPU: Winograd F(4x4, 3x3) where it pays (winograd.applicable).
     if (kh, kw, px0, px1, py0, py1, groups) == (3, 3, 1, 1, 1, 1, 1) and winograd.applicable(x, w):
         return winograd.conv3x3(x, w if flip_weight else w.flip([2, 3]))
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
