@@ -78,11 +78,13 @@ def test_conv2d_resample_upsampling_channels_last(plugin, monkeypatch, groups):
 def test_fir4_taps_follow_the_filter():
     """The taps are remembered per filter tensor, and recomputed after an in-place change or for a new one."""
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
-    fx, fy = conv2d_resample._fir4_taps(f, False, 4.0)
-    torch.testing.assert_close(torch.outer(torch.tensor(fy), torch.tensor(fx)), f.double() * 4, rtol=1e-12, atol=0)
+    def outer(taps):
+        fx, fy = taps
+        return torch.outer(torch.tensor(fy, dtype=torch.float64), torch.tensor(fx, dtype=torch.float64))
+
+    torch.testing.assert_close(outer(conv2d_resample._fir4_taps(f, False, 4.0)), f.double() * 4, rtol=1e-12, atol=0)
     with torch.no_grad():
         f.copy_(upfirdn2d.setup_filter([1, 2, 3, 4]))
-    fx, fy = conv2d_resample._fir4_taps(f, False, 1.0)
-    torch.testing.assert_close(torch.outer(torch.tensor(fy), torch.tensor(fx)), f.double().flip([0, 1]),
+    torch.testing.assert_close(outer(conv2d_resample._fir4_taps(f, False, 1.0)), f.double().flip([0, 1]),
                                rtol=1e-6, atol=1e-9)                     # Convolution: flipped taps.
     assert conv2d_resample._fir4_taps(upfirdn2d.setup_filter([1, 3, 3, 1]), True, 2.0)[1] == [0.25, 0.75, 0.75, 0.25]
