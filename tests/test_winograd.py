@@ -162,16 +162,17 @@ def test_applicable(plugin, monkeypatch):
 
 @pytest.mark.parametrize('fused', [True, False])
 def test_layers_with_and_without_winograd(plugin, monkeypatch, fused):
-    """modulated_conv2d (fused: per-sample weights; non-fused: conv2d_resample) and conv2d_resample's
-    flipped kernel, Winograd on against off: outputs and gradients."""
+    """modulated_conv2d (fused: the modulation applied to the transformed kernel, conv3x3_modulated;
+    non-fused: conv2d_resample) and conv2d_resample's flipped kernel, Winograd on against off: outputs and
+    gradients."""
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(3, 64, 32, 40, generator=gen)
     weight = torch.randn(64, 64, 3, 3, generator=gen)
     styles = torch.randn(3, 64, generator=gen)
     noise = torch.randn(3, 1, 32, 40, generator=gen)
     calls = []
-    real = winograd.conv3x3
-    monkeypatch.setattr(winograd, 'conv3x3', lambda *a: calls.append(1) or real(*a))
+    real = winograd.conv3x3_transformed
+    monkeypatch.setattr(winograd, 'conv3x3_transformed', lambda *a: calls.append(1) or real(*a))
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(winograd, 'ENABLED', enabled)
@@ -183,3 +184,20 @@ def test_layers_with_and_without_winograd(plugin, monkeypatch, fused):
     assert len(calls) == 2
     for ours, ref in zip(*results):
         torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize('demodulate', [True, False])
+def test_conv3x3_modulated_matches_per_sample_kernels(plugin, demodulate):
+    """The modulation applied to the transformed kernel against the per-sample kernels formed first,
+    float64, with gradients (of x, the weight and the styles)."""
+    gen = torch.Generator().manual_seed(9)
+    x, w = _data(gen, 3, 6, 9, 10, 5, torch.float64)
+    styles = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    dcoefs = torch.rand(3, 5, generator=gen, dtype=torch.float64) + 0.5 if demodulate else None
+    ws = w.unsqueeze(0) * styles[:, None, :, None, None]
+    if dcoefs is not None:
+        ws = ws * dcoefs[:, :, None, None, None]
+    torch.testing.assert_close(winograd.conv3x3_modulated(x, w, styles, dcoefs), _conv_ref(x, ws),
+                               rtol=1e-10, atol=1e-11)
+    args = (x.requires_grad_(True), w.requires_grad_(True), styles.requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda a, b, s: winograd.conv3x3_modulated(a, b, s, dcoefs), args)

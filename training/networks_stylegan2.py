@@ -63,6 +63,16 @@ def modulated_conv2d(
     if not fused_modconv and batch_size == 1 and x.device.type == 'cpu' and FUSE_SINGLE_SAMPLE_ON_CPU:
         fused_modconv = True
 
+    # Fused 3x3 without resampling on the CPU: Winograd F(4x4, 3x3), where it pays, with the modulation
+    # applied to the transformed kernel; the demodulation coefficients from the squared kernel's sums
+    # (sum_i s_i^2 sum_k w_ik^2: the same as Eq. 3 up to rounding).
+    if fused_modconv and (kh, kw, up, down, padding) == (3, 3, 1, 1, 1) and winograd.applicable(x, weight):
+        wt = (weight if flip_weight else weight.flip([2, 3])).to(x.dtype)
+        s = styles.to(x.dtype)
+        dcoefs = (s.square() @ wt.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() if demodulate else None
+        x = winograd.conv3x3_modulated(x, wt, s, dcoefs)
+        return x.add_(noise) if noise is not None else x
+
     w = None
     dcoefs = None
     if demodulate or fused_modconv:
@@ -91,11 +101,6 @@ def modulated_conv2d(
         n, _, h, wd = x.shape
         x = torch.bmm(w.reshape(batch_size, out_channels, in_channels).to(x.dtype), x.reshape(n, in_channels, h * wd))
         x = x.reshape(batch_size, out_channels, h, wd)
-        return x.add_(noise) if noise is not None else x
-
-    # Fused 3x3 without resampling on the CPU: Winograd F(4x4, 3x3) with the per-sample weights, where it pays.
-    if kh == 3 and kw == 3 and up == 1 and down == 1 and padding == 1 and winograd.applicable(x, w):
-        x = winograd.conv3x3(x, (w if flip_weight else w.flip([3, 4])).to(x.dtype))
         return x.add_(noise) if noise is not None else x
 
     # Fused: the batch becomes the groups of one grouped convolution.

@@ -129,12 +129,29 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     [N, C_out, C_in, 3, 3]), stride 1, zero padding 1: F.conv2d(x, w, padding=1) (per sample).
     The result is stored as x is (channels-last or contiguous). Differentiable to any order (the
     transforms' backward passes are each other's transposes). Callers check applicable() first."""
+    return conv3x3_transformed(x, transform_weight(w))
+
+
+def conv3x3_modulated(x: torch.Tensor, w: torch.Tensor, styles: torch.Tensor,
+                      dcoefs: torch.Tensor | None) -> torch.Tensor:
+    """conv3x3 with StyleGAN2's per-sample kernels w[None] * styles[:, None, :, None, None] (* dcoefs[:, :,
+    None, None, None]) for w [C_out, C_in, 3, 3], styles [N, C_in], dcoefs [N, C_out] or None: the
+    modulation applied to the transformed kernel (per tile position the same scaling), so that the
+    per-sample kernels are never formed and transformed one by one."""
+    u = transform_weight(w)                                        # [36, C_in, C_out]
+    scale = styles.unsqueeze(2) if dcoefs is None else styles.unsqueeze(2) * dcoefs.unsqueeze(1)  # [N, C_in, C_out]
+    return conv3x3_transformed(x, u.unsqueeze(1) * scale.unsqueeze(0))
+
+
+def conv3x3_transformed(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """conv3x3 with a transformed kernel: u [36, C_in, C_out] (transform_weight), or per sample
+    [36, N, C_in, C_out]."""
     n, c, h, wd = x.shape
-    u = transform_weight(w)
+    per_sample = u.ndim == 4
     if not torch.is_grad_enabled():  # Not merely nothing requiring grad: the path (and the last bits)
-        return _conv3x3_bands(x, u, w.ndim == 5)  # then depend on the grad mode alone.
+        return _conv3x3_bands(x, u, per_sample)  # then depend on the grad mode alone.
     v = _Input.apply(x)                                            # [36, N * T, C_in]
-    if w.ndim == 4:
+    if not per_sample:
         m = torch.bmm(v, u)                                        # [36, N * T, C_out]
     else:
         t = v.shape[1] // n
