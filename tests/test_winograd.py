@@ -201,3 +201,12 @@ def test_conv3x3_modulated_matches_per_sample_kernels(plugin, demodulate):
                                rtol=1e-10, atol=1e-11)
     args = (x.requires_grad_(True), w.requires_grad_(True), styles.requires_grad_(True))
     assert torch.autograd.gradcheck(lambda a, b, s: winograd.conv3x3_modulated(a, b, s, dcoefs), args)
+
+
+def test_empty_batch(plugin):
+    w = torch.randn(64, 64, 3, 3)
+    for grad in (False, True):
+        x = torch.randn(0, 64, 32, 32).requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            y = winograd.conv3x3(x, w)
+        assert y.shape == (0, 64, 32, 32)

@@ -167,7 +167,7 @@ def _conv3x3_bands(x: torch.Tensor, u: torch.Tensor, per_sample: bool) -> torch.
     o = u.shape[-1]
     ty, tx = (h + 3) // 4, (wd + 3) // 4
     per_row = 36 * n * tx * max(c, o) * x.element_size()
-    band = max(1, min(ty, BAND_BYTES // per_row))
+    band = max(1, min(ty, BAND_BYTES // max(per_row, 1)))
     nhwc = _is_nhwc(x)
     y = x.new_empty([n, h, wd, o]).permute(0, 3, 1, 2) if nhwc else x.new_empty([n, o, h, wd])
     for ty0 in range(0, ty, band):
