@@ -76,3 +76,13 @@ def fused_ops():
     with ThreadPoolExecutor(len(_impl.PLUGINS)) as pool:
         jobs = {name: pool.submit(custom_ops.get_plugin, spec, 'cpu') for name, spec in _impl.PLUGINS.items()}
         return {name: job.result() for name, job in jobs.items()}
+
+
+@pytest.fixture
+def render_ops_host(fused_ops, monkeypatch):
+    """The render_ops plugin's host kernels (built by fused_ops), with EG3D_FUSED_OPS on."""
+    from torch_utils.ops import _impl
+    monkeypatch.setenv('EG3D_FUSED_OPS', '1')
+    p = _impl.fused_plugin('render_ops', 'cpu')
+    assert p is not None, _impl.unavailable_cause('render_ops', 'cpu')
+    return p

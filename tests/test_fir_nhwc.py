@@ -6,33 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import _impl, conv2d_resample, upfirdn2d
-
-
-@pytest.fixture
-def plugin(fused_ops, monkeypatch):
-    monkeypatch.setenv('EG3D_FUSED_OPS', '1')
-    p = _impl.fused_plugin('render_ops', 'cpu')
-    assert p is not None, _impl.unavailable_cause('render_ops', 'cpu')
-    return p
+from torch_utils.ops import conv2d_resample, upfirdn2d
 
 
 @pytest.mark.parametrize('taps,flip', [([1, 3, 3, 1], False), ([1, 2, 3, 4], False), ([1, 2, 3, 4], True)])
 @pytest.mark.parametrize('shape,padding', [((2, 5, 9, 11), (1, 2, 1, 0)), ((1, 70, 8, 7), (3, -2, 0, 3)),
                                            ((3, 64, 6, 5), (0, 0, 2, -1)), ((1, 1, 4, 4), (2, 2, 2, 2))])
-def test_fir4_matches_upfirdn2d_ref(plugin, shape, padding, taps, flip):
+def test_fir4_matches_upfirdn2d_ref(render_ops_host, shape, padding, taps, flip):
     gen = torch.Generator().manual_seed(sum(shape) + sum(padding) + sum(taps))
     x = torch.randn(shape, generator=gen, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     a = torch.tensor(taps, dtype=torch.float64)
     f = torch.outer(a, a) / a.sum() ** 2  # Rank one in float64 (setup_filter's float32 taps are so only to 1e-8).
     fx, fy = conv2d_resample._fir4_taps(f, flip, 4.0)
-    y = plugin.fir4_nhwc(x, fx, fy, padding)
+    y = render_ops_host.fir4_nhwc(x, fx, fy, padding)
     ref = upfirdn2d.upfirdn2d_ref(x, f, padding=list(padding), flip_filter=flip, gain=4)
     assert y.is_contiguous() and y.shape == ref.shape
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_fir4_reads_any_pixel_strides(plugin):
+def test_fir4_reads_any_pixel_strides(render_ops_host):
     """A grouped transposed convolution's channels-last output is [1, G * C, H, W] with G * C channels per
     pixel; a view of every other column has a doubled pixel stride."""
     gen = torch.Generator().manual_seed(3)
@@ -40,17 +32,17 @@ def test_fir4_reads_any_pixel_strides(plugin):
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     fx, fy = conv2d_resample._fir4_taps(f, False, 1.0)
     ref = upfirdn2d.upfirdn2d_ref(x.double(), f.double(), padding=[1, 1, 1, 1]).float()
-    torch.testing.assert_close(plugin.fir4_nhwc(x, fx, fy, (1, 1, 1, 1)), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(render_ops_host.fir4_nhwc(x, fx, fy, (1, 1, 1, 1)), ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match='padding'):
-        plugin.fir4_nhwc(x, fx, fy, (4, 0, 0, 0))
+        render_ops_host.fir4_nhwc(x, fx, fy, (4, 0, 0, 0))
     with pytest.raises(ValueError, match='unit channel stride'):
-        plugin.fir4_nhwc(x.contiguous(), fx, fy, (1, 1, 1, 1))
+        render_ops_host.fir4_nhwc(x.contiguous(), fx, fy, (1, 1, 1, 1))
     assert conv2d_resample._fir4_taps(torch.rand(4, 4, dtype=torch.float64) + 0.1, False, 1.0) is None  # Rank > 1.
     assert conv2d_resample._fir4_taps(upfirdn2d.setup_filter([1, 2, 1]), False, 1.0) is None  # 3 taps.
 
 
 @pytest.mark.parametrize('groups', [1, 2])
-def test_conv2d_resample_upsampling_channels_last(plugin, monkeypatch, groups):
+def test_conv2d_resample_upsampling_channels_last(render_ops_host, monkeypatch, groups):
     """up=2 without gradients, where the transposed convolution returns channels-last and the FIR takes
     fir4_nhwc: against upsampling by the definition (zero insertion, filter, gain 4), then conv2d, float64."""
     monkeypatch.setattr(conv2d_resample, 'CHANNELS_LAST_TRANSPOSE_GROUPED', True)
@@ -60,8 +52,8 @@ def test_conv2d_resample_upsampling_channels_last(plugin, monkeypatch, groups):
     w = torch.randn(6 * groups, 4, 3, 3, generator=gen, dtype=torch.float64)
     f = upfirdn2d.setup_filter([1, 3, 3, 1]).double()
     calls = []
-    real = plugin.fir4_nhwc
-    monkeypatch.setattr(type(plugin), 'fir4_nhwc', lambda self, *a: calls.append(1) or real(*a))
+    real = render_ops_host.fir4_nhwc
+    monkeypatch.setattr(type(render_ops_host), 'fir4_nhwc', lambda self, *a: calls.append(1) or real(*a))
     with torch.no_grad():
         y = conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1, groups=groups, flip_weight=False)
     assert calls, 'the channels-last FIR did not serve'

@@ -8,18 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import training.triplane as triplane
-from torch_utils.ops import _impl
 from training.triplane import OSGDecoder
 from training.volumetric_rendering import plane_gather
 from training.volumetric_rendering.renderer import generate_planes, sample_from_planes
-
-
-@pytest.fixture
-def plugin(fused_ops, monkeypatch):
-    monkeypatch.setenv('EG3D_FUSED_OPS', '1')
-    p = _impl.fused_plugin('render_ops', 'cpu')
-    assert p is not None, _impl.unavailable_cause('render_ops', 'cpu')
-    return p
 
 
 def _softplus_inputs(gen, dtype):
@@ -30,34 +21,34 @@ def _softplus_inputs(gen, dtype):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_softplus_matches_float64(plugin, dtype):
+def test_softplus_matches_float64(render_ops_host, dtype):
     gen = torch.Generator().manual_seed(1)
     x = _softplus_inputs(gen, dtype)
     ref = F.softplus(x.double())
-    y = plugin.softplus(x)
+    y = render_ops_host.softplus(x)
     tol = dict(atol=2e-7, rtol=4e-7) if dtype == torch.float32 else dict(atol=1e-15, rtol=1e-14)
     torch.testing.assert_close(y.double(), ref, **tol)
     assert y[x == -float('inf')].eq(0).all() and y[x == float('inf')].eq(float('inf')).all()
     if dtype == torch.float32:
         assert y[x < -104].eq(0).all()                              # Below float32's range: exactly 0.
     nan = torch.tensor([float('nan')], dtype=dtype)
-    assert plugin.softplus(nan).isnan().all()
+    assert render_ops_host.softplus(nan).isnan().all()
     # In place, and the gradient dy * sigmoid(x).
     x2 = x.clone()
-    assert plugin.softplus(x2, out=x2).data_ptr() == x2.data_ptr()
+    assert render_ops_host.softplus(x2, out=x2).data_ptr() == x2.data_ptr()
     torch.testing.assert_close(x2, y, atol=0, rtol=0)
     dy = torch.randn(x.shape, generator=gen, dtype=dtype)
     finite = x.isfinite()
     ref_grad = dy.double() * torch.sigmoid(x.double())
-    torch.testing.assert_close(plugin.softplus_grad(dy, x).double()[finite], ref_grad[finite], **tol)
+    torch.testing.assert_close(render_ops_host.softplus_grad(dy, x).double()[finite], ref_grad[finite], **tol)
 
 
-def test_host_softplus_gradcheck(plugin):
+def test_host_softplus_gradcheck(render_ops_host):
     gen = torch.Generator().manual_seed(2)
     x = (torch.randn(40, generator=gen, dtype=torch.float64) * 5).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: triplane._HostSoftplus.apply(t, plugin), (x,))
+    assert torch.autograd.gradcheck(lambda t: triplane._HostSoftplus.apply(t, render_ops_host), (x,))
     # Double backward (a graph of the gradient) goes through torch's ops.
-    assert torch.autograd.gradgradcheck(lambda t: triplane._HostSoftplus.apply(t, plugin), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: triplane._HostSoftplus.apply(t, render_ops_host), (x,))
 
 
 def _decoder(dtype, c=6, hidden=16, lr_mul=0.8, seed=3):
@@ -78,7 +69,7 @@ def _decoder_reference(dec, x):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_decoder_chunked_forward(plugin, monkeypatch, dtype):
+def test_decoder_chunked_forward(render_ops_host, monkeypatch, dtype):
     monkeypatch.setattr(triplane, '_DECODER_CHUNK', 1000)          # Several chunks and a partial one.
     gen = torch.Generator().manual_seed(4)
     dec = _decoder(dtype)
@@ -99,7 +90,7 @@ def test_decoder_chunked_forward(plugin, monkeypatch, dtype):
     torch.testing.assert_close(out['sigma'], ref['sigma'], **tol)
 
 
-def test_decoder_gradients_with_host_softplus(plugin, monkeypatch):
+def test_decoder_gradients_with_host_softplus(render_ops_host, monkeypatch):
     # With a graph: FC -> host softplus -> FC; gradients for inputs and weights as the torch path's.
     gen = torch.Generator().manual_seed(5)
     dec = _decoder(torch.float64)
@@ -127,7 +118,7 @@ def _gather_points(gen, n, m, dtype):
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('convention', ['eg3d', 'orthogonal'])
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
-def test_fused_gather_matches_grid_sample_mean(plugin, dtype, convention, layout):
+def test_fused_gather_matches_grid_sample_mean(render_ops_host, dtype, convention, layout):
     gen = torch.Generator().manual_seed(6)
     axes = generate_planes(convention)
     c = 32 if dtype == torch.float32 else 5                        # 32 channels: the specialised kernel.
@@ -136,7 +127,7 @@ def test_fused_gather_matches_grid_sample_mean(plugin, dtype, convention, layout
         planes = planes.reshape(2, 3 * c, 6, 8).contiguous(memory_format=torch.channels_last).view(2, 3, c, 6, 8)
     points = _gather_points(gen, 2, 400, dtype)
     with torch.no_grad():
-        assert plane_gather._host_kernels(plane_gather.feature_table(planes)[0], points, 3) is plugin
+        assert plane_gather._host_kernels(plane_gather.feature_table(planes)[0], points, 3) is render_ops_host
         out = plane_gather.sample_plane_mean(axes, planes, points, box_warp=1.0)
     ref = sample_from_planes(axes.double(), planes.double(), points.double(), box_warp=1.0).mean(1)
     assert (ref == 0).all(-1).any() and ref.abs().max() > 0.5        # Points inside and outside the box.
@@ -144,7 +135,7 @@ def test_fused_gather_matches_grid_sample_mean(plugin, dtype, convention, layout
     torch.testing.assert_close(out.double(), ref, **tol)
 
 
-def test_fused_gather_non_finite_points_and_grad_mode(plugin, monkeypatch):
+def test_fused_gather_non_finite_points_and_grad_mode(render_ops_host, monkeypatch):
     gen = torch.Generator().manual_seed(7)
     axes = generate_planes()
     planes = torch.randn(1, 3, 4, 5, 5, generator=gen)
@@ -161,13 +152,13 @@ def test_fused_gather_non_finite_points_and_grad_mode(plugin, monkeypatch):
     table = plane_gather.feature_table(planes)[0]
     assert plane_gather._host_kernels(table, points.requires_grad_(True), 3) is None
     with torch.no_grad():
-        assert plane_gather._host_kernels(table, points, 3) is plugin
+        assert plane_gather._host_kernels(table, points, 3) is render_ops_host
         assert plane_gather._host_kernels(table.double(), points, 3) is None   # Mixed dtypes.
-    assert plane_gather._host_kernels(table.requires_grad_(True), points.detach(), 3) is plugin
+    assert plane_gather._host_kernels(table.requires_grad_(True), points.detach(), 3) is render_ops_host
 
 
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
-def test_fused_gather_backward_into_planes(plugin, monkeypatch, layout):
+def test_fused_gather_backward_into_planes(render_ops_host, monkeypatch, layout):
     # The host gather with a graph: the planes' gradient (through the rows and weights the kernel wrote)
     # against grid_sample's, in float64, and a gradcheck; the forward's bits do not depend on requires_grad.
     gen = torch.Generator().manual_seed(10)
@@ -196,7 +187,7 @@ def test_fused_gather_backward_into_planes(plugin, monkeypatch, layout):
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('index_dtype', [torch.int32, torch.int64])
 @pytest.mark.parametrize('c', [32, 5])
-def test_host_scatter_matches_float64_index_add(plugin, dtype, index_dtype, c):
+def test_host_scatter_matches_float64_index_add(render_ops_host, dtype, index_dtype, c):
     # The gather's transpose against index_add_ in float64: rows hit many times, weights of 0 (dropped
     # corners), table rows no entry reaches (exact zeros), 1 to more-than-rows blocks of table rows.
     gen = torch.Generator().manual_seed(11)
@@ -210,13 +201,13 @@ def test_host_scatter_matches_float64_index_add(plugin, dtype, index_dtype, c):
     assert ref.abs().max() > 1 and rows.reshape(-1).bincount().max() > 40
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-13)
     for blocks in (None, 1, 3, table_rows + 5):
-        out = plugin.plane_scatter(rows, weights.to(dtype), grad.to(dtype), table_rows, blocks=blocks)
+        out = render_ops_host.plane_scatter(rows, weights.to(dtype), grad.to(dtype), table_rows, blocks=blocks)
         assert out.dtype == dtype and out.shape == (table_rows, c) and out.is_contiguous()
         torch.testing.assert_close(out.double(), ref, **tol)
         assert out[-7:].eq(0).all()
 
 
-def test_scatter_rows_host_and_sparse_agree(plugin, monkeypatch):
+def test_scatter_rows_host_and_sparse_agree(render_ops_host, monkeypatch):
     # plane_gather._scatter_rows: the host kernel (auto) against the CSR product (sparse) on the rows and
     # weights of a real gather, and EG3D_FUSED_OPS=0 / EG3D_PLANE_SCATTER=sparse take the CSR product.
     gen = torch.Generator().manual_seed(12)
@@ -231,7 +222,7 @@ def test_scatter_rows_host_and_sparse_agree(plugin, monkeypatch):
     assert sparse.abs().max() > 0.1
     torch.testing.assert_close(host, sparse, atol=1e-13, rtol=1e-13)
     calls = []
-    monkeypatch.setattr(type(plugin), 'plane_scatter', lambda *a, **kw: calls.append(1))
+    monkeypatch.setattr(type(render_ops_host), 'plane_scatter', lambda *a, **kw: calls.append(1))
     for env, value in (('EG3D_PLANE_SCATTER', 'sparse'), ('EG3D_FUSED_OPS', '0')):
         with monkeypatch.context() as m:
             m.setenv(env, value)
@@ -242,7 +233,7 @@ def test_scatter_rows_host_and_sparse_agree(plugin, monkeypatch):
         plane_gather._scatter_rows(rows, weights, grad, table.shape, impl='dense')
 
 
-def test_host_scatter_gradcheck_points_and_planes(plugin):
+def test_host_scatter_gradcheck_points_and_planes(render_ops_host):
     # Points and planes both needing a gradient (the embedding_bag forward, the host scatter backward).
     gen = torch.Generator().manual_seed(13)
     axes = generate_planes()
@@ -271,7 +262,7 @@ def _sample_sets(gen, dtype, n=2, m=300, s=(10, 7), c=5):
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('sizes', [(10, 7), (12,), (5, 6, 4)])
 @pytest.mark.parametrize('white_back', [False, True])
-def test_host_composite_matches_ray_marcher(plugin, dtype, sizes, white_back):
+def test_host_composite_matches_ray_marcher(render_ops_host, dtype, sizes, white_back):
     from training.volumetric_rendering import ray_marcher
     gen = torch.Generator().manual_seed(8)
     colors, densities, depths = _sample_sets(gen, dtype, s=sizes)
@@ -294,7 +285,7 @@ def test_host_composite_matches_ray_marcher(plugin, dtype, sizes, white_back):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('det', [False, True])
-def test_host_importance_sampling_matches_reference(plugin, monkeypatch, dtype, det):
+def test_host_importance_sampling_matches_reference(render_ops_host, monkeypatch, dtype, det):
     from training.volumetric_rendering import ray_marcher
     from training.volumetric_rendering.renderer import ImportanceRenderer, renderer_draws
     gen = torch.Generator().manual_seed(9)

@@ -7,16 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import _impl, conv2d_resample, winograd
+from torch_utils.ops import conv2d_resample, winograd
 from training import networks_stylegan2
-
-
-@pytest.fixture
-def plugin(fused_ops, monkeypatch):
-    monkeypatch.setenv('EG3D_FUSED_OPS', '1')
-    p = _impl.fused_plugin('render_ops', 'cpu')
-    assert p is not None, _impl.unavailable_cause('render_ops', 'cpu')
-    return p
 
 
 def _data(gen, n, c, h, w, o, dtype, per_sample=False, layout='nchw'):
@@ -46,7 +38,7 @@ SHAPES = [(2, 5, 7, 9, 3), (1, 8, 12, 8, 16), (3, 13, 5, 6, 7), (2, 70, 9, 11, 6
 @pytest.mark.parametrize('layout', ['nchw', 'nhwc', 'strided'])
 @pytest.mark.parametrize('per_sample', [False, True])
 @pytest.mark.parametrize('shape', SHAPES)
-def test_conv3x3_float64_matches_conv2d(plugin, shape, per_sample, layout):
+def test_conv3x3_float64_matches_conv2d(render_ops_host, shape, per_sample, layout):
     gen = torch.Generator().manual_seed(hash((shape, per_sample, layout)) % 2 ** 31)
     x, w = _data(gen, *shape, torch.float64, per_sample, layout)
     y = winograd.conv3x3(x, w)
@@ -59,7 +51,7 @@ def test_conv3x3_float64_matches_conv2d(plugin, shape, per_sample, layout):
 
 
 @pytest.mark.parametrize('per_sample', [False, True])
-def test_conv3x3_float32_error_is_small(plugin, per_sample):
+def test_conv3x3_float32_error_is_small(render_ops_host, per_sample):
     """float32 rounding: F(4x4, 3x3) amplifies it a few times over the direct convolution's, no more."""
     gen = torch.Generator().manual_seed(3)
     x, w = _data(gen, 2, 96, 34, 30, 64, torch.float32, per_sample, 'nhwc')
@@ -82,7 +74,7 @@ def test_reference_transforms_match_conv2d():
 
 
 @pytest.mark.parametrize('c', [3, 8, 70])
-def test_transform_adjoints(plugin, c):
+def test_transform_adjoints(render_ops_host, c):
     """<input(x), v> = <x, input_adjoint(v)> and <output(m), g> = <m, output_adjoint(g)>, float64, for
     contiguous and channels-last images."""
     gen = torch.Generator().manual_seed(c)
@@ -94,21 +86,21 @@ def test_transform_adjoints(plugin, c):
         if cl:
             x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
         v = torch.randn(36, tiles, c, generator=gen, dtype=torch.float64)
-        lhs = (plugin.winograd_input(x) * v).sum()
-        rhs = (x * plugin.winograd_input_adjoint(v, n, h, w, channels_last=cl)).sum()
+        lhs = (render_ops_host.winograd_input(x) * v).sum()
+        rhs = (x * render_ops_host.winograd_input_adjoint(v, n, h, w, channels_last=cl)).sum()
         torch.testing.assert_close(lhs, rhs, rtol=1e-12, atol=1e-9)
-        lhs = (plugin.winograd_output(v, n, h, w, channels_last=cl) * g).sum()
-        rhs = (v * plugin.winograd_output_adjoint(g)).sum()
+        lhs = (render_ops_host.winograd_output(v, n, h, w, channels_last=cl) * g).sum()
+        rhs = (v * render_ops_host.winograd_output_adjoint(g)).sum()
         torch.testing.assert_close(lhs, rhs, rtol=1e-12, atol=1e-9)
 
 
-def test_tile_rows_and_bands(plugin, monkeypatch):
+def test_tile_rows_and_bands(render_ops_host, monkeypatch):
     """Tile-row ranges give the rows of the whole transform; the no-autograd path in one-row bands
     equals the whole."""
     gen = torch.Generator().manual_seed(5)
     x, w = _data(gen, 2, 9, 17, 6, 12, torch.float64)
-    v = plugin.winograd_input(x)
-    part = plugin.winograd_input(x, rows=(2, 2))
+    v = render_ops_host.winograd_input(x)
+    part = render_ops_host.winograd_input(x, rows=(2, 2))
     torch.testing.assert_close(part.view(36, 2, 2, 2, 9), v.view(36, 2, 5, 2, 9)[:, :, 2:4], rtol=0, atol=0)
     whole = winograd.conv3x3(x, w)                       # Grad mode on: the autograd path, in one piece.
     monkeypatch.setattr(winograd, 'BAND_BYTES', 1)
@@ -116,13 +108,13 @@ def test_tile_rows_and_bands(plugin, monkeypatch):
         torch.testing.assert_close(winograd.conv3x3(x, w), whole, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(winograd.conv3x3(x, w.expand(2, *w.shape)), whole, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match='tile rows'):
-        plugin.winograd_input(x, rows=(4, 2))
+        render_ops_host.winograd_input(x, rows=(4, 2))
     with pytest.raises(ValueError, match='do not fit'):
-        plugin.winograd_output(v[:, :-1].contiguous(), 2, 17, 6)
+        render_ops_host.winograd_output(v[:, :-1].contiguous(), 2, 17, 6)
 
 
 @pytest.mark.parametrize('layout', ['nchw', 'nhwc'])
-def test_gradcheck(plugin, layout):
+def test_gradcheck(render_ops_host, layout):
     gen = torch.Generator().manual_seed(6)
     x, w = _data(gen, 2, 5, 6, 7, 3, torch.float64, layout=layout)
     _, ws = _data(gen, 2, 5, 6, 7, 3, torch.float64, per_sample=True)
@@ -132,7 +124,7 @@ def test_gradcheck(plugin, layout):
     assert torch.autograd.gradgradcheck(winograd.conv3x3, (x, w))
 
 
-def test_gradients_match_conv2d_float32(plugin):
+def test_gradients_match_conv2d_float32(render_ops_host):
     gen = torch.Generator().manual_seed(7)
     x, w = _data(gen, 2, 64, 33, 36, 64, torch.float32)
     g = torch.randn(2, 64, 33, 36, generator=gen)
@@ -145,7 +137,7 @@ def test_gradients_match_conv2d_float32(plugin):
         torch.testing.assert_close(ours, ref, rtol=1e-4, atol=2e-4 * ref.abs().max().item())
 
 
-def test_applicable(plugin, monkeypatch):
+def test_applicable(render_ops_host, monkeypatch):
     x = torch.randn(1, 64, 32, 32)
     w = torch.randn(64, 64, 3, 3)
     assert winograd.applicable(x, w) and winograd.applicable(x.requires_grad_(True), w)
@@ -161,7 +153,7 @@ def test_applicable(plugin, monkeypatch):
 
 
 @pytest.mark.parametrize('fused', [True, False])
-def test_layers_with_and_without_winograd(plugin, monkeypatch, fused):
+def test_layers_with_and_without_winograd(render_ops_host, monkeypatch, fused):
     """modulated_conv2d (fused: the modulation applied to the transformed kernel, conv3x3_modulated;
     non-fused: conv2d_resample) and conv2d_resample's flipped kernel, Winograd on against off: outputs and
     gradients."""
@@ -187,7 +179,7 @@ def test_layers_with_and_without_winograd(plugin, monkeypatch, fused):
 
 
 @pytest.mark.parametrize('demodulate', [True, False])
-def test_conv3x3_modulated_matches_per_sample_kernels(plugin, demodulate):
+def test_conv3x3_modulated_matches_per_sample_kernels(render_ops_host, demodulate):
     """The modulation applied to the transformed kernel against the per-sample kernels formed first,
     float64, with gradients (of x, the weight and the styles)."""
     gen = torch.Generator().manual_seed(9)
@@ -203,7 +195,7 @@ def test_conv3x3_modulated_matches_per_sample_kernels(plugin, demodulate):
     assert torch.autograd.gradcheck(lambda a, b, s: winograd.conv3x3_modulated(a, b, s, dcoefs), args)
 
 
-def test_empty_batch(plugin):
+def test_empty_batch(render_ops_host):
     w = torch.randn(64, 64, 3, 3)
     for grad in (False, True):
         x = torch.randn(0, 64, 32, 32).requires_grad_(grad)

@@ -38,7 +38,7 @@ PLUGINS: dict[str, custom_ops.PluginSpec] = {
                                             _COMMON + ('filtered_lrelu.h',), _SRC),
     'render_ops': custom_ops.PluginSpec('render_ops', ('render_ops_plugin.cpp', 'render_ops_kernels.cu',
                                                          'winograd_kernels.cu', 'fir_kernels.cu'),
-                                        _COMMON + ('render_ops.h',), _SRC),
+                                        _COMMON + ('render_ops.h', 'host_simd.h'), _SRC),
 }
 _WRAPPERS = {'bias_act': 'torch_utils.ops.bias_act_fused', 'upfirdn2d': 'torch_utils.ops.upfirdn2d_fused',
              'filtered_lrelu': 'torch_utils.ops.filtered_lrelu_fused', 'render_ops': 'torch_utils.ops.render_ops_fused'}

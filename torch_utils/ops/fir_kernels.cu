@@ -4,10 +4,12 @@
 // is computed for a chunk of channels at once (32-byte vectors over the channels: a vertical pass into
 // a row buffer, then a horizontal one), then written out plane by plane. The CUDA build holds only stubs.
 
-#include <cstring>
 #include <vector>
 
 #include "render_ops.h"
+#if !EG_CUDA
+#include "host_simd.h"
+#endif
 
 namespace eg {
 
@@ -19,20 +21,14 @@ const char* fir4_nhwc_launch(Fir4Params, HostExec) { return "host-only kernel"; 
 
 namespace {
 
-template <class T>
-struct FirVec {
-    typedef T type __attribute__((vector_size(32)));
-    static constexpr int lanes = 32 / sizeof(T);
-};
-
 constexpr int kFirChunk = 64;  // Channels per block (a multiple of the vector width of float and double).
 
 // One block: one output row of one image, for a chunk of channels.
 template <class T>
 struct Fir4Kernel {
     static void run(const Fir4Params& p, const HostBlock& blk) {
-        using V = typename FirVec<T>::type;
-        constexpr int L = FirVec<T>::lanes;
+        using V = typename Vec<T>::type;
+        constexpr int L = Vec<T>::lanes;
         const int64_t chunks = (p.c + kFirChunk - 1) / kFirChunk;
         const int64_t b = blk.idx_x() / (p.out_h * chunks), oy = blk.idx_x() / chunks % p.out_h;
         const int64_t c0 = blk.idx_x() % chunks * kFirChunk;
@@ -60,17 +56,8 @@ struct Fir4Kernel {
             for (int64_t col = 0; col < p.in_w; ++col) {
                 const T* s = src + col * p.x_sw;
                 T* d = row + col * cb;
-                if (cn == cb) {
-                    for (int64_t l = 0; l < cb; l += L) {
-                        V a, v;
-                        std::memcpy(&a, d + l, sizeof(V));
-                        std::memcpy(&v, s + l, sizeof(V));
-                        a += fy[i] * v;
-                        std::memcpy(d + l, &a, sizeof(V));
-                    }
-                } else {
-                    for (int64_t l = 0; l < cn; ++l) d[l] += fy[i] * s[l];
-                }
+                for (int64_t l = 0; l < cb; l += L)  // Lanes beyond cn read 0 (d's stay 0).
+                    vstore(d + l, vload<V>(d + l) + fy[i] * vload_n<V>(s + l, cn - l));
             }
         }
         // Horizontal pass: out[ox] = sum_j fx[j] row[ox + j - pad_x] (zero outside the image).
@@ -82,11 +69,9 @@ struct Fir4Kernel {
                 for (int j = 0; j < 4; ++j) {
                     const int64_t ix = ix0 + j;
                     if (ix < -margin || ix >= p.in_w + margin) continue;
-                    V v;
-                    std::memcpy(&v, row + ix * cb + l, sizeof(V));
-                    acc += fx[j] * v;
+                    acc += fx[j] * vload<V>(row + ix * cb + l);
                 }
-                std::memcpy(o + l, &acc, sizeof(V));
+                vstore(o + l, acc);
             }
         }
         // Out to the planes: 8 channels at a time along the row.

@@ -146,20 +146,23 @@ def conv3x3_modulated(x: torch.Tensor, w: torch.Tensor, styles: torch.Tensor,
 def conv3x3_transformed(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """conv3x3 with a transformed kernel: u [36, C_in, C_out] (transform_weight), or per sample
     [36, N, C_in, C_out]."""
-    n, c, h, wd = x.shape
-    per_sample = u.ndim == 4
+    n, _, h, wd = x.shape
     if not torch.is_grad_enabled():  # Not merely nothing requiring grad: the path (and the last bits)
-        return _conv3x3_bands(x, u, per_sample)  # then depend on the grad mode alone.
-    v = _Input.apply(x)                                            # [36, N * T, C_in]
-    if not per_sample:
-        m = torch.bmm(v, u)                                        # [36, N * T, C_out]
-    else:
-        t = v.shape[1] // n
-        m = torch.bmm(v.view(36 * n, t, c), u.reshape(36 * n, c, -1)).view(36, n * t, -1)
+        return _conv3x3_bands(x, u)  # then depend on the grad mode alone.
+    m = _products(_Input.apply(x), u, n)                           # [36, N * T, C_out]
     return _Output.apply(m, n, h, wd, _is_nhwc(x))
 
 
-def _conv3x3_bands(x: torch.Tensor, u: torch.Tensor, per_sample: bool) -> torch.Tensor:
+def _products(v: torch.Tensor, u: torch.Tensor, n: int) -> torch.Tensor:
+    """The products per tile position: V [36, N * T, C_in] @ U [36, C_in, C_out], or per sample with U
+    [36, N, C_in, C_out] -> [36, N * T, C_out]."""
+    if u.ndim == 3:
+        return torch.bmm(v, u)
+    t, c = v.shape[1] // n, v.shape[2]
+    return torch.bmm(v.view(36 * n, t, c), u.reshape(36 * n, c, -1)).view(36, n * t, -1)
+
+
+def _conv3x3_bands(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """conv3x3 without autograd, in bands of tile rows so that the tile buffers (V and M, 2.25x the
     input and output each) stay within BAND_BYTES (the peak memory of big layers)."""
     plugin = render_ops_fused.host_plugin(x)
@@ -172,13 +175,7 @@ def _conv3x3_bands(x: torch.Tensor, u: torch.Tensor, per_sample: bool) -> torch.
     y = x.new_empty([n, h, wd, o]).permute(0, 3, 1, 2) if nhwc else x.new_empty([n, o, h, wd])
     for ty0 in range(0, ty, band):
         rows = (ty0, min(band, ty - ty0))
-        v = plugin.winograd_input(x, rows)                         # [36, N * rows * TX, C_in]
-        if per_sample:
-            t = v.shape[1] // n
-            m = torch.bmm(v.view(36 * n, t, c), u.reshape(36 * n, c, o)).view(36, n * t, o)
-        else:
-            m = torch.bmm(v, u)
-        del v
+        m = _products(plugin.winograd_input(x, rows), u, n)        # V: [36, N * rows * TX, C_in]
         plugin.winograd_output(m, n, h, wd, out=y, rows=rows)
     return y
 

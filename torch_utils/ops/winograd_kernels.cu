@@ -10,10 +10,12 @@
 // number of vectors) are read and written in place; other layouts (NCHW) go through a per-block staging
 // buffer that holds the tile row's pixels channels-last. The CUDA build holds only stubs.
 
-#include <cstring>
 #include <vector>
 
 #include "render_ops.h"
+#if !EG_CUDA
+#include "host_simd.h"
+#endif
 
 namespace eg {
 
@@ -25,22 +27,6 @@ const char* winograd_output_launch(WinogradOutputParams, HostExec) { return "hos
 #else
 
 namespace {
-
-template <class T>
-struct Vec {
-    typedef T type __attribute__((vector_size(32)));
-    static constexpr int lanes = 32 / sizeof(T);
-};
-template <class V>
-inline V vload(const void* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-}
-template <class V>
-inline void vstore(void* p, V v) {
-    std::memcpy(p, &v, sizeof(V));
-}
 
 // r = B^T d (6 values).
 template <class V>
@@ -225,13 +211,7 @@ struct WinogradInputKernel {
                     };
                     auto put = [&](int a, int bb, V r) {
                         T* dst = out + (a * 6 + bb) * pos_stride + l;
-                        if (l + L <= cn) {
-                            vstore(dst, r);
-                        } else {
-                            T tmp[L];
-                            vstore(tmp, r);
-                            for (int64_t q = 0; q < cn - l; ++q) dst[q] = tmp[q];
-                        }
+                        vstore_n(dst, r, cn - l);
                     };
                     transform2d<6, 6, V>([](const V* d, V* r) { bt6(d, r); }, in, put);
                 }
@@ -246,11 +226,7 @@ struct WinogradInputKernel {
             const T* src = v + ((b * p.tyn + tyl) * p.tx + tx) * p.c + c0;
             for (int64_t l = 0; l < cb; l += L) {
                 auto in = [&](int a, int bb) -> V {
-                    const T* s = src + (a * 6 + bb) * pos_stride + l;
-                    if (l + L <= cn) return vload<V>(s);
-                    T tmp[L] = {};
-                    for (int64_t q = 0; q < cn - l; ++q) tmp[q] = s[q];
-                    return vload<V>(tmp);
+                    return vload_n<V>(src + (a * 6 + bb) * pos_stride + l, cn - l);
                 };
                 auto add = [&](int i, int j, V r) {
                     T* d = st.pixel(i, 4 * tx + j) + l;
@@ -295,11 +271,7 @@ struct WinogradOutputKernel {
                 const int cols = p.w - tx * 4 < 4 ? int(p.w - tx * 4) : 4;
                 for (int64_t l = 0; l < cb; l += L) {
                     auto in = [&](int a, int bb) -> V {
-                        const T* s = src + (a * 6 + bb) * pos_stride + l;
-                        if (l + L <= cn) return vload<V>(s);
-                        T tmp[L] = {};
-                        for (int64_t q = 0; q < cn - l; ++q) tmp[q] = s[q];
-                        return vload<V>(tmp);
+                        return vload_n<V>(src + (a * 6 + bb) * pos_stride + l, cn - l);
                     };
                     auto put = [&](int i, int j, V r) {
                         if (!direct) return vstore(st.pixel(i, 4 * tx + j) + l, r);
@@ -325,13 +297,7 @@ struct WinogradOutputKernel {
                 };
                 auto put = [&](int a, int bb, V r) {
                     T* dst = dst0 + (a * 6 + bb) * pos_stride + l;
-                    if (l + L <= cn) {
-                        vstore(dst, r);
-                    } else {
-                        T tmp[L];
-                        vstore(tmp, r);
-                        for (int64_t q = 0; q < cn - l; ++q) dst[q] = tmp[q];
-                    }
+                    vstore_n(dst, r, cn - l);
                 };
                 transform2d<6, 4, V>([](const V* g, V* r) { a6(g, r); }, in, put);
             }
